@@ -1,0 +1,454 @@
+/* libconfig does the syntax; this file does the meaning: types, ranges, references between
+ * sections, defaults, and an error with its line for any setting it does not know, so that a typo
+ * is never silently ignored. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libconfig.h>
+
+struct parse {
+    const char *path;
+    char *err;
+    size_t errlen;
+};
+
+static const char *const top_names[] = {"redis", "worker", "queues", "handlers", "log", NULL};
+static const char *const redis_names[] = {
+    "host",     "port",           "unix_socket",     "db", "username",
+    "password", "connect_timeout", "command_timeout", NULL};
+static const char *const worker_names[] = {"id",     "concurrency",      "fetch_batch", "delivery",
+                                           "prefix", "shutdown_timeout", NULL};
+static const char *const queue_names[] = {"name", "handler", NULL};
+static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
+static const char *const log_names[] = {"level", "target", NULL};
+
+static int fail(struct parse *p, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(struct parse *p, const config_setting_t *s, const char *fmt, ...)
+{
+    char msg[512];
+    const char *file = p->path;
+    int line = 0;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (s != NULL) {
+        line = config_setting_source_line(s);
+        if (config_setting_source_file(s) != NULL)
+            file = config_setting_source_file(s);
+    }
+    snprintf(p->err, p->errlen, "%s:%d: %s", file, line, msg);
+    return -1;
+}
+
+static bool in_list(const char *name, const char *const names[])
+{
+    for (int i = 0; names[i] != NULL; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Where: "the redis section", "queue 2", ...: named in every error about a member of a group. */
+static int check_known(struct parse *p, const config_setting_t *group, const char *where,
+                       const char *const names[])
+{
+    for (int i = 0; i < config_setting_length(group); i++) {
+        const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+        if (!in_list(config_setting_name(s), names))
+            return fail(p, s, "unknown setting '%s' in %s", config_setting_name(s), where);
+    }
+    return 0;
+}
+
+static int get_group(struct parse *p, const config_setting_t *parent, const char *name,
+                     const config_setting_t **out)
+{
+    const config_setting_t *s = config_setting_get_member(parent, name);
+
+    *out = NULL;
+    if (s == NULL)
+        return 0;
+    if (!config_setting_is_group(s))
+        return fail(p, s, "'%s' must be a group: %s = { ... };", name, name);
+    *out = s;
+    return 0;
+}
+
+static int get_string(struct parse *p, const config_setting_t *group, const char *name,
+                      const char *def, char **out)
+{
+    const config_setting_t *s = group ? config_setting_get_member(group, name) : NULL;
+    const char *v = def;
+
+    if (s != NULL) {
+        if (config_setting_type(s) != CONFIG_TYPE_STRING)
+            return fail(p, s, "'%s' must be a string in double quotes", name);
+        v = config_setting_get_string(s);
+    }
+    *out = v ? strdup(v) : NULL;
+    if (v != NULL && *out == NULL)
+        return fail(p, s, "out of memory");
+    return 0;
+}
+
+static int get_int(struct parse *p, const config_setting_t *group, const char *name, long long min,
+                   long long max, long long def, int *out)
+{
+    const config_setting_t *s = group ? config_setting_get_member(group, name) : NULL;
+    long long v = def;
+
+    if (s != NULL) {
+        /* Read as int64: libconfig 1.5 returns 0 for a 64-bit value read as int. */
+        if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
+            return fail(p, s, "'%s' must be a whole number", name);
+        v = config_setting_get_int64(s);
+        if (v < min || v > max)
+            return fail(p, s, "'%s' = %lld is out of range (%lld to %lld)", name, v, min, max);
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int get_seconds(struct parse *p, const config_setting_t *group, const char *name,
+                       double min, double max, double def, double *out)
+{
+    const config_setting_t *s = group ? config_setting_get_member(group, name) : NULL;
+    double v = def;
+
+    if (s != NULL) {
+        if (!config_setting_is_number(s))
+            return fail(p, s, "'%s' must be a number of seconds", name);
+        v = config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                                                       : (double)config_setting_get_int64(s);
+        if (!(v >= min && v <= max))
+            return fail(p, s, "'%s' = %g is out of range (%g to %g seconds)", name, v, min, max);
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_redis(struct parse *p, const config_setting_t *root, struct redis_conf *r)
+{
+    const config_setting_t *g;
+    double t;
+
+    if (get_group(p, root, "redis", &g) < 0)
+        return -1;
+    if (g != NULL && check_known(p, g, "the redis section", redis_names) < 0)
+        return -1;
+    if (get_string(p, g, "host", "127.0.0.1", &r->host) < 0 ||
+        get_int(p, g, "port", 1, 65535, 6379, &r->port) < 0 ||
+        get_string(p, g, "unix_socket", NULL, &r->unix_socket) < 0 ||
+        get_int(p, g, "db", 0, INT_MAX, 0, &r->db) < 0 ||
+        get_string(p, g, "username", NULL, &r->username) < 0 ||
+        get_string(p, g, "password", NULL, &r->password) < 0)
+        return -1;
+    if (r->username != NULL && r->password == NULL)
+        return fail(p, config_setting_get_member(g, "username"),
+                    "'username' needs a 'password' (Redis ACL: AUTH username password)");
+    if (get_seconds(p, g, "connect_timeout", 0.01, 3600, 2, &t) < 0)
+        return -1;
+    r->connect_timeout_ms = (int)(t * 1000);
+    if (get_seconds(p, g, "command_timeout", 0.01, 3600, 5, &t) < 0)
+        return -1;
+    r->command_timeout_ms = (int)(t * 1000);
+    return 0;
+}
+
+static char *default_worker_id(void)
+{
+    char host[256] = "localhost";
+    char *id;
+
+    gethostname(host, sizeof(host) - 1);
+    if (asprintf(&id, "%s:1", host) < 0)
+        return NULL;
+    return id;
+}
+
+static int parse_worker(struct parse *p, const config_setting_t *root, struct config *c)
+{
+    const config_setting_t *g, *s;
+    char *delivery;
+
+    if (get_group(p, root, "worker", &g) < 0)
+        return -1;
+    if (g != NULL && check_known(p, g, "the worker section", worker_names) < 0)
+        return -1;
+    if (get_string(p, g, "id", NULL, &c->worker_id) < 0 ||
+        get_int(p, g, "concurrency", 1, 10000000, 1000, &c->concurrency) < 0 ||
+        get_int(p, g, "fetch_batch", 1, 10000, 100, &c->fetch_batch) < 0 ||
+        get_string(p, g, "prefix", "qworker", &c->prefix) < 0 ||
+        get_seconds(p, g, "shutdown_timeout", 0, 86400, 30, &c->shutdown_timeout) < 0 ||
+        get_string(p, g, "delivery", "at-most-once", &delivery) < 0)
+        return -1;
+    if (c->worker_id == NULL && (c->worker_id = default_worker_id()) == NULL)
+        return fail(p, g, "out of memory");
+    if (c->worker_id[0] == '\0')
+        return fail(p, config_setting_get_member(g, "id"), "'id' must not be empty");
+    if (c->prefix[0] == '\0')
+        return fail(p, config_setting_get_member(g, "prefix"), "'prefix' must not be empty");
+    s = g ? config_setting_get_member(g, "delivery") : NULL;
+    if (strcmp(delivery, "at-most-once") == 0) {
+        c->delivery = DELIVERY_AT_MOST_ONCE;
+    } else if (strcmp(delivery, "at-least-once") == 0) {
+        free(delivery);
+        return fail(p, s, "delivery \"at-least-once\" is not available in this version yet; "
+                          "use \"at-most-once\"");
+    } else {
+        fail(p, s, "'delivery' must be \"at-most-once\" or \"at-least-once\", not \"%s\"", delivery);
+        free(delivery);
+        return -1;
+    }
+    free(delivery);
+    return 0;
+}
+
+static int parse_handler(struct parse *p, const config_setting_t *h, struct handler_conf *out)
+{
+    char *type;
+
+    if (!config_setting_is_group(h))
+        return fail(p, h, "each handler must be a group: { name = \"...\"; type = \"...\"; }");
+    if (get_string(p, h, "name", NULL, &out->name) < 0 ||
+        get_string(p, h, "type", NULL, &type) < 0)
+        return -1;
+    if (out->name == NULL || out->name[0] == '\0')
+        return fail(p, h, "a handler needs a 'name'");
+    if (type == NULL)
+        return fail(p, h, "handler '%s' needs a 'type' (\"sleep\")", out->name);
+    if (strcmp(type, "sleep") != 0) {
+        fail(p, config_setting_get_member(h, "type"),
+             "handler '%s': unknown type \"%s\" (this version has \"sleep\")", out->name, type);
+        free(type);
+        return -1;
+    }
+    free(type);
+    out->type = HANDLER_SLEEP;
+    if (check_known(p, h, "a sleep handler", sleep_names) < 0)
+        return -1;
+    return get_seconds(p, h, "max_seconds", 0, 31536000, 86400, &out->max_seconds);
+}
+
+static const struct handler_conf *find_handler(const struct config *c, const char *name)
+{
+    for (int i = 0; i < c->nhandlers; i++)
+        if (strcmp(c->handlers[i].name, name) == 0)
+            return &c->handlers[i];
+    return NULL;
+}
+
+static int parse_handlers(struct parse *p, const config_setting_t *root, struct config *c)
+{
+    const config_setting_t *list = config_setting_get_member(root, "handlers");
+    int n = list ? config_setting_length(list) : 0;
+
+    if (list != NULL && !config_setting_is_list(list))
+        return fail(p, list, "'handlers' must be a list: handlers = ( { ... }, { ... } );");
+    /* One more slot for the built-in sleep handler when the file does not declare it. */
+    c->handlers = calloc((size_t)n + 1, sizeof(*c->handlers));
+    if (c->handlers == NULL)
+        return fail(p, list, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *h = config_setting_get_elem(list, (unsigned)i);
+        if (parse_handler(p, h, &c->handlers[i]) < 0) {
+            c->nhandlers = i + 1;
+            return -1;
+        }
+        c->nhandlers = i + 1;
+        if (find_handler(c, c->handlers[i].name) != &c->handlers[i])
+            return fail(p, h, "handler '%s' is declared twice", c->handlers[i].name);
+    }
+    if (find_handler(c, "sleep") == NULL) {
+        struct handler_conf *h = &c->handlers[c->nhandlers++];
+        h->name = strdup("sleep");
+        h->type = HANDLER_SLEEP;
+        h->max_seconds = 86400;
+        if (h->name == NULL)
+            return fail(p, list, "out of memory");
+    }
+    return 0;
+}
+
+static int parse_queue(struct parse *p, const config_setting_t *q, struct config *c,
+                       struct queue_conf *out)
+{
+    char *handler;
+
+    if (!config_setting_is_group(q))
+        return fail(p, q, "each queue must be a group: { name = \"...\"; handler = \"...\"; }");
+    if (check_known(p, q, "a queue", queue_names) < 0 ||
+        get_string(p, q, "name", NULL, &out->name) < 0 ||
+        get_string(p, q, "handler", "sleep", &handler) < 0)
+        return -1;
+    if (out->name == NULL || out->name[0] == '\0') {
+        free(handler);
+        return fail(p, q, "a queue needs a 'name' (the Redis list to take tasks from)");
+    }
+    out->handler = find_handler(c, handler);
+    if (out->handler == NULL) {
+        const config_setting_t *hs = config_setting_get_member(q, "handler");
+        fail(p, hs ? hs : q, "queue '%s': no handler named '%s' in 'handlers'", out->name,
+             handler);
+        free(handler);
+        return -1;
+    }
+    free(handler);
+    return 0;
+}
+
+static int parse_queues(struct parse *p, const config_setting_t *root, struct config *c)
+{
+    const config_setting_t *list = config_setting_get_member(root, "queues");
+    int n = list ? config_setting_length(list) : 1;
+
+    if (list != NULL && !config_setting_is_list(list))
+        return fail(p, list, "'queues' must be a list: queues = ( { name = \"queue\"; } );");
+    if (n == 0)
+        return fail(p, list, "'queues' is empty: name at least one queue to take tasks from");
+    c->queues = calloc((size_t)n, sizeof(*c->queues));
+    if (c->queues == NULL)
+        return fail(p, list, "out of memory");
+    if (list == NULL) {
+        c->nqueues = 1;
+        c->queues[0].name = strdup("queue");
+        c->queues[0].handler = find_handler(c, "sleep");
+        return c->queues[0].name ? 0 : fail(p, NULL, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *q = config_setting_get_elem(list, (unsigned)i);
+        c->nqueues = i + 1;
+        if (parse_queue(p, q, c, &c->queues[i]) < 0)
+            return -1;
+        if (config_queue(c, c->queues[i].name, strlen(c->queues[i].name)) != &c->queues[i])
+            return fail(p, q, "queue '%s' is listed twice", c->queues[i].name);
+    }
+    return 0;
+}
+
+static int parse_log(struct parse *p, const config_setting_t *root, struct config *c)
+{
+    const config_setting_t *g;
+    char *level, *target;
+    int rc = 0;
+
+    if (get_group(p, root, "log", &g) < 0)
+        return -1;
+    if (g != NULL && check_known(p, g, "the log section", log_names) < 0)
+        return -1;
+    if (get_string(p, g, "level", "info", &level) < 0)
+        return -1;
+    if (get_string(p, g, "target", "auto", &target) < 0) {
+        free(level);
+        return -1;
+    }
+    c->log_level = log_level_parse(level);
+    if (c->log_level < 0)
+        rc = fail(p, config_setting_get_member(g, "level"),
+                  "log level \"%s\" is not one of err, warning, notice, info, debug", level);
+    else if (strcmp(target, "auto") == 0)
+        c->log_target = LOG_TARGET_AUTO;
+    else if (strcmp(target, "journal") == 0)
+        c->log_target = LOG_TARGET_JOURNAL;
+    else if (strcmp(target, "stderr") == 0)
+        c->log_target = LOG_TARGET_STDERR;
+    else
+        rc = fail(p, config_setting_get_member(g, "target"),
+                  "log target \"%s\" is not one of auto, journal, stderr", target);
+    free(level);
+    free(target);
+    return rc;
+}
+
+static int parse_root(struct parse *p, const config_setting_t *root, struct config *c)
+{
+    if (check_known(p, root, "the file", top_names) < 0)
+        return -1;
+    if (parse_redis(p, root, &c->redis) < 0 || parse_worker(p, root, c) < 0 ||
+        parse_handlers(p, root, c) < 0 || parse_queues(p, root, c) < 0 || parse_log(p, root, c) < 0)
+        return -1;
+    return 0;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+    struct parse p = {.path = path, .err = err, .errlen = errlen};
+    struct config *c;
+    config_t cf;
+    char *dir, *slash;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->path = strdup(path)) == NULL) {
+        snprintf(err, errlen, "%s:0: out of memory", path);
+        free(c);
+        return NULL;
+    }
+    config_init(&cf);
+    /* @include is relative to the config's own directory, not to the working directory
+     * (which is / under systemd). */
+    dir = strdup(path);
+    slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash != NULL) {
+        *slash = '\0';
+        config_set_include_dir(&cf, dir[0] ? dir : "/");
+    }
+    if (!config_read_file(&cf, path)) {
+        if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
+            snprintf(err, errlen, "%s:0: cannot read: %s", path, strerror(errno));
+        else
+            snprintf(err, errlen, "%s:%d: %s",
+                     config_error_file(&cf) ? config_error_file(&cf) : path,
+                     config_error_line(&cf), config_error_text(&cf));
+        goto fail;
+    }
+    if (parse_root(&p, config_root_setting(&cf), c) < 0)
+        goto fail;
+    config_destroy(&cf);
+    free(dir);
+    return c;
+fail:
+    config_destroy(&cf);
+    free(dir);
+    config_free(c);
+    return NULL;
+}
+
+void config_free(struct config *c)
+{
+    if (c == NULL)
+        return;
+    free(c->path);
+    free(c->redis.host);
+    free(c->redis.unix_socket);
+    free(c->redis.username);
+    free(c->redis.password);
+    free(c->worker_id);
+    free(c->prefix);
+    for (int i = 0; i < c->nqueues; i++)
+        free(c->queues[i].name);
+    free(c->queues);
+    for (int i = 0; i < c->nhandlers; i++)
+        free(c->handlers[i].name);
+    free(c->handlers);
+    free(c);
+}
+
+const struct queue_conf *config_queue(const struct config *c, const char *name, size_t len)
+{
+    for (int i = 0; i < c->nqueues; i++)
+        if (strlen(c->queues[i].name) == len && memcmp(c->queues[i].name, name, len) == 0)
+            return &c->queues[i];
+    return NULL;
+}

@@ -1,0 +1,63 @@
+/* The configuration, parsed once from a libconfig file into an immutable struct. Every setting has
+ * its default here, in config.c's tables, and is documented in worker.conf.example. */
+#ifndef QWORKER_CONFIG_H
+#define QWORKER_CONFIG_H
+
+#include <stddef.h>
+
+#include "log.h"
+
+#define CONFIG_EXIT_INVALID 78 /* EX_CONFIG, so that systemd's RestartPreventExitStatus=78 works */
+
+enum delivery { DELIVERY_AT_MOST_ONCE, DELIVERY_AT_LEAST_ONCE };
+enum handler_type { HANDLER_SLEEP };
+
+struct redis_conf {
+    char *host;
+    int port;
+    char *unix_socket; /* used instead of host/port when set */
+    int db;
+    char *username;
+    char *password;
+    int connect_timeout_ms;
+    int command_timeout_ms;
+};
+
+struct handler_conf {
+    char *name;
+    enum handler_type type;
+    double max_seconds; /* sleep */
+};
+
+struct queue_conf {
+    char *name;
+    const struct handler_conf *handler;
+};
+
+struct config {
+    char *path;
+    struct redis_conf redis;
+
+    char *worker_id;
+    int concurrency;
+    int fetch_batch;
+    enum delivery delivery;
+    double shutdown_timeout;
+    char *prefix;
+
+    struct queue_conf *queues; /* in priority order */
+    int nqueues;
+    struct handler_conf *handlers;
+    int nhandlers;
+
+    int log_level;
+    enum log_target log_target;
+};
+
+/* Loads and validates path. On error returns NULL and writes "file:line: message" into err. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct config *conf);
+
+const struct queue_conf *config_queue(const struct config *conf, const char *name, size_t len);
+
+#endif

@@ -1,0 +1,114 @@
+#include "handler_sleep.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "loop.h"
+#include "task.h"
+
+/* Longer than any number of seconds worth writing ("86400.000001"), short enough for the stack. */
+#define SECONDS_TEXT_MAX 32
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* digits [ "." digits ]: the whole grammar, so that strtod's extras (hex, inf, nan, exponents,
+ * leading spaces) are refused rather than half-accepted. */
+static bool is_plain_decimal(const char *s, size_t len)
+{
+    size_t i = 0, int_digits = 0, frac_digits = 0;
+
+    while (i < len && is_digit(s[i])) {
+        i++;
+        int_digits++;
+    }
+    if (i < len && s[i] == '.') {
+        i++;
+        while (i < len && is_digit(s[i])) {
+            i++;
+            frac_digits++;
+        }
+        if (frac_digits == 0)
+            return false;
+    }
+    return int_digits > 0 && i == len;
+}
+
+int sleep_parse_seconds(const char *payload, size_t len, double max, double *seconds, char *reason,
+                        size_t reasonlen)
+{
+    char text[SECONDS_TEXT_MAX + 1], shown[96];
+    double v;
+
+    if (len == 0) {
+        snprintf(reason, reasonlen, "empty payload: expected a number of seconds");
+        return -1;
+    }
+    payload_excerpt(payload, len, 32, shown, sizeof(shown));
+    if (len > SECONDS_TEXT_MAX) {
+        snprintf(reason, reasonlen, "payload too long for a number of seconds (%zu bytes): %s", len,
+                 shown);
+        return -1;
+    }
+    if (!is_plain_decimal(payload, len)) {
+        const char *what = (payload[0] == '-' && len > 1 && is_plain_decimal(payload + 1, len - 1))
+                               ? "negative number of seconds"
+                               : "not a plain number of seconds";
+        snprintf(reason, reasonlen, "%s: %s", what, shown);
+        return -1;
+    }
+    memcpy(text, payload, len);
+    text[len] = '\0';
+    v = strtod(text, NULL);
+    if (!isfinite(v) || v > max) {
+        snprintf(reason, reasonlen, "%s seconds is more than max_seconds (%g)", shown, max);
+        return -1;
+    }
+    *seconds = v;
+    return 0;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct task *t = arg;
+
+    (void)fd;
+    (void)what;
+    loop_task_done(t->loop, t, OUTCOME_OK);
+}
+
+static int sleep_start(struct loop *loop, struct task *t)
+{
+    double seconds;
+    struct timeval tv;
+
+    if (sleep_parse_seconds(t->payload, t->len, t->handler->max_seconds, &seconds, t->reason,
+                            sizeof(t->reason)) < 0)
+        return -1;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)llround((seconds - (double)tv.tv_sec) * 1e6);
+    if (tv.tv_usec >= 1000000) {
+        tv.tv_sec++;
+        tv.tv_usec -= 1000000;
+    }
+    evtimer_assign(&t->timer, loop_base(loop), on_timer, t);
+    evtimer_add(&t->timer, loop_timeout(loop, &tv));
+    return 0;
+}
+
+static void sleep_cancel(struct loop *loop, struct task *t)
+{
+    (void)loop;
+    evtimer_del(&t->timer);
+}
+
+const struct handler_ops handler_sleep_ops = {
+    .start = sleep_start,
+    .cancel = sleep_cancel,
+};

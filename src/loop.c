@@ -1,0 +1,271 @@
+/* The loop thread owns every running task. Nothing here blocks: tasks come in through the inbox
+ * (drained whole on each doorbell ring, since libevent merges activations), handlers arm timers or
+ * watch children, and each finished task goes straight to the reporter. */
+#include "loop.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "capacity.h"
+#include "clock.h"
+#include "handler.h"
+#include "log.h"
+#include "taskq.h"
+
+/* libevent allows 256 common timeouts per base; keep a few for later needs. */
+#define COMMON_TIMEOUTS_MAX 240
+
+enum stop_mode { STOP_NONE, STOP_DRAIN, STOP_NOW };
+
+struct common_timeout {
+    struct timeval duration;
+    const struct timeval *magic;
+};
+
+struct loop {
+    const struct config *conf;
+    struct capacity *cap;
+    struct taskq inbox;
+    struct taskq *done;
+    struct event_base *base;
+    struct event *doorbell;
+    struct event *drain_timer;
+    pthread_t thread;
+
+    atomic_int stop_request; /* written by any thread, acted on by the loop thread */
+    enum stop_mode stopping; /* loop thread: what it is doing about it */
+    bool inbox_closed;
+    LIST_HEAD(, task) running;
+    size_t nrunning;
+
+    struct common_timeout timeouts[COMMON_TIMEOUTS_MAX];
+    int ntimeouts;
+};
+
+static void ring(void *arg)
+{
+    struct loop *loop = arg;
+
+    event_active(loop->doorbell, EV_READ, 0);
+}
+
+struct event_base *loop_base(struct loop *loop)
+{
+    return loop->base;
+}
+
+struct taskq *loop_inbox(struct loop *loop)
+{
+    return &loop->inbox;
+}
+
+const struct timeval *loop_timeout(struct loop *loop, const struct timeval *tv)
+{
+    struct common_timeout *ct;
+
+    for (int i = 0; i < loop->ntimeouts; i++) {
+        ct = &loop->timeouts[i];
+        if (ct->duration.tv_sec == tv->tv_sec && ct->duration.tv_usec == tv->tv_usec)
+            return ct->magic;
+    }
+    if (loop->ntimeouts == COMMON_TIMEOUTS_MAX)
+        return tv;
+    ct = &loop->timeouts[loop->ntimeouts];
+    ct->magic = event_base_init_common_timeout(loop->base, tv);
+    if (ct->magic == NULL)
+        return tv;
+    ct->duration = *tv;
+    loop->ntimeouts++;
+    return ct->magic;
+}
+
+static void maybe_exit(struct loop *loop)
+{
+    if (loop->stopping != STOP_NONE && loop->inbox_closed && loop->nrunning == 0)
+        event_base_loopbreak(loop->base);
+}
+
+/* Hands a task that is no longer running to the reporter and frees its slot. */
+static void finish(struct loop *loop, struct task *t, enum outcome outcome)
+{
+    t->outcome = outcome;
+    t->finished_mono_us = clock_mono_us();
+    capacity_release(loop->cap, 1);
+    taskq_push(loop->done, t);
+}
+
+void loop_task_done(struct loop *loop, struct task *t, enum outcome outcome)
+{
+    LIST_REMOVE(t, running);
+    loop->nrunning--;
+    finish(loop, t, outcome);
+    maybe_exit(loop);
+}
+
+static void requeue_running(struct loop *loop)
+{
+    struct task *t;
+
+    if (loop->nrunning > 0)
+        log_notice("shutdown: stopping %zu running task(s) and putting them back at the front of "
+                   "their queue",
+                   loop->nrunning);
+    while ((t = LIST_FIRST(&loop->running)) != NULL) {
+        handler_ops(t->handler->type)->cancel(loop, t);
+        LIST_REMOVE(t, running);
+        loop->nrunning--;
+        snprintf(t->reason, sizeof(t->reason), "worker shutting down");
+        finish(loop, t, OUTCOME_REQUEUED);
+    }
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct loop *loop = arg;
+
+    (void)fd;
+    (void)what;
+    requeue_running(loop);
+    maybe_exit(loop);
+}
+
+static void begin_stop(struct loop *loop, enum stop_mode mode)
+{
+    struct timeval tv;
+    double grace = mode == STOP_NOW ? 0 : loop->conf->shutdown_timeout;
+
+    if (mode <= loop->stopping)
+        return;
+    if (loop->stopping == STOP_NONE && loop->nrunning > 0 && grace > 0)
+        log_notice("shutdown: letting %zu running task(s) finish for up to %g s", loop->nrunning,
+                   grace);
+    loop->stopping = mode;
+    tv.tv_sec = (time_t)grace;
+    tv.tv_usec = (suseconds_t)((grace - (double)tv.tv_sec) * 1e6);
+    evtimer_add(loop->drain_timer, &tv);
+}
+
+static void start_task(struct loop *loop, struct task *t)
+{
+    t->loop = loop;
+    if (loop->stopping != STOP_NONE) {
+        snprintf(t->reason, sizeof(t->reason), "worker shutting down");
+        finish(loop, t, OUTCOME_REQUEUED);
+        return;
+    }
+    t->started_real_us = clock_real_us();
+    t->started_mono_us = clock_mono_us();
+    if (handler_ops(t->handler->type)->start(loop, t) < 0) {
+        finish(loop, t, OUTCOME_INVALID);
+        return;
+    }
+    LIST_INSERT_HEAD(&loop->running, t, running);
+    loop->nrunning++;
+}
+
+static void on_doorbell(evutil_socket_t fd, short what, void *arg)
+{
+    struct loop *loop = arg;
+    struct task *t, *next;
+    int request = atomic_load(&loop->stop_request);
+
+    (void)fd;
+    (void)what;
+    if (request != STOP_NONE)
+        begin_stop(loop, (enum stop_mode)request);
+    for (t = taskq_take_all(&loop->inbox, &loop->inbox_closed); t != NULL; t = next) {
+        next = t->next;
+        start_task(loop, t);
+    }
+    maybe_exit(loop);
+}
+
+/* A precise clock: libevent's default monotonic clock is the coarse one, whose jiffy steps would
+ * let a 5 s task end a few milliseconds early or late. */
+static struct event_base *new_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *base;
+
+    if (cfg == NULL)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
+}
+
+struct loop *loop_new(const struct config *conf, struct capacity *cap, struct taskq *done)
+{
+    struct loop *loop = calloc(1, sizeof(*loop));
+
+    if (loop == NULL)
+        return NULL;
+    loop->conf = conf;
+    loop->cap = cap;
+    loop->done = done;
+    LIST_INIT(&loop->running);
+    taskq_init(&loop->inbox, ring, loop);
+    loop->base = new_base();
+    if (loop->base == NULL)
+        goto fail;
+    /* No timeout on the doorbell: an activation racing its timeout can be lost (libevent #1530). */
+    loop->doorbell = event_new(loop->base, -1, 0, on_doorbell, loop);
+    loop->drain_timer = evtimer_new(loop->base, on_drain_timeout, loop);
+    if (loop->doorbell == NULL || loop->drain_timer == NULL)
+        goto fail;
+    return loop;
+fail:
+    loop_free(loop);
+    return NULL;
+}
+
+void loop_free(struct loop *loop)
+{
+    if (loop == NULL)
+        return;
+    if (loop->doorbell != NULL)
+        event_free(loop->doorbell);
+    if (loop->drain_timer != NULL)
+        event_free(loop->drain_timer);
+    if (loop->base != NULL)
+        event_base_free(loop->base);
+    taskq_destroy(&loop->inbox);
+    free(loop);
+}
+
+static void *loop_main(void *arg)
+{
+    struct loop *loop = arg;
+
+    if (event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0)
+        log_err("loop: event loop failed");
+    /* Every task has been handed on: nothing more will reach the reporter from here. */
+    taskq_close(loop->done);
+    return NULL;
+}
+
+int loop_start(struct loop *loop)
+{
+    return pthread_create(&loop->thread, NULL, loop_main, loop) == 0 ? 0 : -1;
+}
+
+void loop_stop(struct loop *loop, bool now)
+{
+    int mode = now ? STOP_NOW : STOP_DRAIN;
+    int cur = atomic_load(&loop->stop_request);
+
+    while (cur < mode && !atomic_compare_exchange_weak(&loop->stop_request, &cur, mode))
+        ;
+    ring(loop);
+}
+
+void loop_join(struct loop *loop)
+{
+    pthread_join(loop->thread, NULL);
+}

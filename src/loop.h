@@ -1,0 +1,37 @@
+/* The loop thread: one libevent event_base running every task as a non-blocking timed job. Tasks
+ * arrive through its inbox (a taskq whose push rings the loop's doorbell); finished tasks leave
+ * through the reporter's taskq. */
+#ifndef QWORKER_LOOP_H
+#define QWORKER_LOOP_H
+
+#include <stdbool.h>
+#include <sys/time.h>
+
+#include "config.h"
+#include "task.h"
+
+struct capacity;
+struct taskq;
+struct event_base;
+
+struct loop *loop_new(const struct config *conf, struct capacity *cap, struct taskq *done);
+void loop_free(struct loop *loop);
+
+/* Where the consumer hands tasks over; the consumer closes it when it stops. */
+struct taskq *loop_inbox(struct loop *loop);
+
+int loop_start(struct loop *loop);
+/* From any thread: stop starting tasks; running ones get shutdown_timeout (or none if now) to
+ * finish, then are cancelled and requeued. The thread ends once the inbox is closed and nothing
+ * runs. */
+void loop_stop(struct loop *loop, bool now);
+void loop_join(struct loop *loop);
+
+/* Loop thread only, for handlers. */
+struct event_base *loop_base(struct loop *loop);
+/* The timeval to pass to event_add for a duration: a libevent common timeout when possible, so
+ * that many timers of one duration cost O(1) each. */
+const struct timeval *loop_timeout(struct loop *loop, const struct timeval *tv);
+void loop_task_done(struct loop *loop, struct task *task, enum outcome outcome);
+
+#endif

@@ -1,0 +1,207 @@
+/* Start-up order, signal handling and shutdown order; the work itself is in the three threads:
+ * consumer (Redis -> loop), loop (runs tasks), reporter (loop -> log and Redis). */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/thread.h>
+
+#include "capacity.h"
+#include "config.h"
+#include "consumer.h"
+#include "log.h"
+#include "loop.h"
+#include "redis.h"
+#include "reporter.h"
+#include "taskq.h"
+
+#ifndef QWORKER_VERSION
+#define QWORKER_VERSION "0.0.0"
+#endif
+
+#define DEFAULT_CONFIG "/etc/qworker/worker.conf"
+#define EXIT_USAGE 64 /* EX_USAGE */
+
+struct daemon {
+    const struct config *conf;
+    struct capacity cap;
+    struct reporter *reporter;
+    struct loop *loop;
+    struct consumer *consumer;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: qworker [-c FILE] [-t] [--version] [-h]\n"
+                 "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
+                 "  -t, --test         check the configuration and exit: 0 if valid, 78 if not\n"
+                 "      --version      print the version and exit\n"
+                 "  -h, --help         print this help and exit\n");
+}
+
+static int start_threads(struct daemon *d)
+{
+    capacity_init(&d->cap, d->conf->concurrency);
+    d->reporter = reporter_new(d->conf);
+    d->loop = d->reporter ? loop_new(d->conf, &d->cap, reporter_inbox(d->reporter)) : NULL;
+    d->consumer = d->loop ? consumer_new(d->conf, &d->cap, loop_inbox(d->loop)) : NULL;
+    if (d->consumer == NULL) {
+        log_err("cannot set up the worker threads: out of memory or no event backend");
+        return -1;
+    }
+    if (reporter_start(d->reporter) < 0) {
+        log_err("cannot start the reporter thread: %s", strerror(errno));
+        return -1;
+    }
+    if (loop_start(d->loop) < 0) {
+        log_err("cannot start the loop thread: %s", strerror(errno));
+        taskq_close(reporter_inbox(d->reporter));
+        reporter_join(d->reporter);
+        return -1;
+    }
+    if (consumer_start(d->consumer) < 0) {
+        log_err("cannot start the consumer thread: %s", strerror(errno));
+        taskq_close(loop_inbox(d->loop));
+        loop_stop(d->loop, true);
+        loop_join(d->loop);
+        reporter_join(d->reporter);
+        return -1;
+    }
+    return 0;
+}
+
+static void log_started(const struct config *conf)
+{
+    char addr[300], queues[512] = "";
+    size_t off = 0;
+
+    for (int i = 0; i < conf->nqueues && off < sizeof(queues); i++)
+        off += (size_t)snprintf(queues + off, sizeof(queues) - off, "%s%s(%s)", i ? " " : "",
+                                conf->queues[i].name, conf->queues[i].handler->name);
+    log_notice("qworker %s started: worker %s, queues %s, concurrency %d, redis %s, delivery %s",
+               QWORKER_VERSION, conf->worker_id, queues, conf->concurrency,
+               redis_addr(&conf->redis, addr, sizeof(addr)),
+               conf->delivery == DELIVERY_AT_MOST_ONCE ? "at-most-once" : "at-least-once");
+}
+
+/* The only signal handling: this thread waits for them; every thread has them blocked. */
+static void wait_for_stop(const sigset_t *set)
+{
+    siginfo_t info;
+
+    for (;;) {
+        int sig = sigwaitinfo(set, &info);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_notice("%s: stopping; no new tasks are taken", strsignal(sig));
+            return;
+        }
+        if (sig == SIGHUP)
+            log_notice("SIGHUP: reloading the configuration is not supported by this version; "
+                       "nothing changed");
+    }
+}
+
+/* Waits for the threads to finish in order; a second SIGTERM/SIGINT cuts the drain short. */
+static void stop_threads(struct daemon *d, const sigset_t *set)
+{
+    struct timespec tick = {0, 100 * 1000 * 1000};
+    bool now = false;
+
+    loop_stop(d->loop, false);
+    consumer_stop(d->consumer);
+    while (reporter_tryjoin(d->reporter) < 0) {
+        int sig = sigtimedwait(set, NULL, &tick);
+        if ((sig == SIGTERM || sig == SIGINT) && !now) {
+            log_notice("%s again: stopping running tasks now", strsignal(sig));
+            loop_stop(d->loop, true);
+            now = true;
+        }
+    }
+    consumer_join(d->consumer);
+    loop_join(d->loop);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = DEFAULT_CONFIG;
+    bool test = false;
+    struct daemon d = {0};
+    struct config *conf;
+    char err[1024];
+    sigset_t set;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test = true;
+            break;
+        case 'V':
+            printf("qworker %s\n", QWORKER_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "qworker: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    conf = config_load(path, err, sizeof(err));
+    if (conf == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return CONFIG_EXIT_INVALID;
+    }
+    if (test) {
+        fprintf(stderr, "%s: configuration is valid\n", path);
+        config_free(conf);
+        return 0;
+    }
+    log_init(conf->log_target, conf->log_level);
+    d.conf = conf;
+
+    /* Block the signals before any thread exists, so that every thread inherits the mask and
+     * only sigwaitinfo() below sees them. A peer closing a socket must not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (evthread_use_pthreads() < 0) {
+        log_err("libevent has no pthreads support");
+        return 1;
+    }
+    if (start_threads(&d) < 0)
+        return 1;
+    log_started(conf);
+    wait_for_stop(&set);
+    stop_threads(&d, &set);
+    consumer_free(d.consumer);
+    loop_free(d.loop);
+    reporter_free(d.reporter);
+    capacity_destroy(&d.cap);
+    log_notice("stopped");
+    config_free(conf);
+    return 0;
+}

@@ -1,0 +1,273 @@
+#include "redis.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "clock.h"
+#include "log.h"
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000 /* so that work resumes within a second of Redis coming back */
+#define STALE_AFTER_US 1000000
+
+/* The whole process is in one outage while any of its connections is down: one line when the
+ * first goes down, one when the last comes back. */
+static pthread_mutex_t outage_mu = PTHREAD_MUTEX_INITIALIZER;
+static int outage_conns;
+static int64_t outage_start_us;
+
+static void outage_begin(struct rconn *r, const char *why)
+{
+    char addr[300];
+
+    if (r->down)
+        return;
+    r->down = true;
+    pthread_mutex_lock(&outage_mu);
+    if (outage_conns++ == 0) {
+        outage_start_us = clock_mono_us();
+        log_warn("redis %s unreachable (%s: %s); retrying, tasks in progress keep running",
+                 redis_addr(r->conf, addr, sizeof(addr)), r->role, why);
+    }
+    pthread_mutex_unlock(&outage_mu);
+}
+
+static void outage_end(struct rconn *r)
+{
+    char addr[300];
+
+    if (!r->down)
+        return;
+    r->down = false;
+    pthread_mutex_lock(&outage_mu);
+    if (--outage_conns == 0)
+        log_notice("redis %s reachable again after %.1f s", redis_addr(r->conf, addr, sizeof(addr)),
+                   (double)(clock_mono_us() - outage_start_us) / 1e6);
+    pthread_mutex_unlock(&outage_mu);
+}
+
+const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len)
+{
+    if (conf->unix_socket != NULL)
+        snprintf(buf, len, "unix:%s", conf->unix_socket);
+    else
+        snprintf(buf, len, "%s:%d", conf->host, conf->port);
+    return buf;
+}
+
+static struct timeval ms_to_tv(int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+bool reply_means_reconnect(const redisReply *reply)
+{
+    return reply->type == REDIS_REPLY_ERROR &&
+           (strncmp(reply->str, "LOADING", 7) == 0 || strncmp(reply->str, "READONLY", 8) == 0 ||
+            strncmp(reply->str, "UNBLOCKED", 9) == 0);
+}
+
+/* Runs a set-up command; 0 if it answered without error. */
+static int setup_command(redisContext *c, char *err, size_t errlen, const char *what, int argc,
+                         const char **argv)
+{
+    redisReply *reply = redisCommandArgv(c, argc, argv, NULL);
+
+    if (reply == NULL) {
+        snprintf(err, errlen, "%s: %s", what, c->errstr[0] ? c->errstr : "connection lost");
+        return -1;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s: %s", what, reply->str);
+        freeReplyObject(reply);
+        return -1;
+    }
+    freeReplyObject(reply);
+    return 0;
+}
+
+redisContext *redis_connect(const struct redis_conf *conf, const char *name, char *err,
+                            size_t errlen)
+{
+    struct timeval ct = ms_to_tv(conf->connect_timeout_ms);
+    redisContext *c;
+    char db[16];
+
+    if (conf->unix_socket != NULL)
+        c = redisConnectUnixWithTimeout(conf->unix_socket, ct);
+    else
+        c = redisConnectWithTimeout(conf->host, conf->port, ct);
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (c->err) {
+        snprintf(err, errlen, "%s", c->errstr);
+        goto fail;
+    }
+    /* Without it a read blocks forever on a silent peer (hiredis 0.14). */
+    if (redisSetTimeout(c, ms_to_tv(conf->command_timeout_ms)) != REDIS_OK) {
+        snprintf(err, errlen, "setting the command timeout: %s", c->errstr);
+        goto fail;
+    }
+    if (conf->unix_socket == NULL)
+        redisEnableKeepAlive(c);
+    if (conf->password != NULL) {
+        const char *auth_user[] = {"AUTH", conf->username, conf->password};
+        const char *auth[] = {"AUTH", conf->password};
+        if (conf->username != NULL ? setup_command(c, err, errlen, "AUTH", 3, auth_user)
+                                   : setup_command(c, err, errlen, "AUTH", 2, auth))
+            goto fail;
+    }
+    if (conf->db != 0) {
+        const char *sel[] = {"SELECT", db};
+        snprintf(db, sizeof(db), "%d", conf->db);
+        if (setup_command(c, err, errlen, "SELECT", 2, sel) < 0)
+            goto fail;
+    }
+    if (name != NULL) {
+        const char *setname[] = {"CLIENT", "SETNAME", name};
+        if (setup_command(c, err, errlen, "CLIENT SETNAME", 3, setname) < 0)
+            goto fail;
+    }
+    return c;
+fail:
+    redisFree(c);
+    return NULL;
+}
+
+void rconn_init(struct rconn *r, const struct redis_conf *conf, const char *role)
+{
+    memset(r, 0, sizeof(*r));
+    r->conf = conf;
+    r->role = role;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->rng = (uint64_t)clock_real_us() ^ (uint64_t)(uintptr_t)r;
+}
+
+static int jitter(struct rconn *r, int ms)
+{
+    /* xorshift64: jitter only needs to spread workers apart, not to be unpredictable. */
+    r->rng ^= r->rng << 13;
+    r->rng ^= r->rng >> 7;
+    r->rng ^= r->rng << 17;
+    return ms / 2 + (int)(r->rng % (uint64_t)(ms / 2 + 1));
+}
+
+static void back_off(struct rconn *r)
+{
+    r->next_attempt_us = clock_mono_us() + (int64_t)jitter(r, r->backoff_ms) * 1000;
+    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+}
+
+int rconn_try(struct rconn *r)
+{
+    char err[256], name[64];
+    redisReply *reply;
+
+    if (r->c != NULL)
+        return 0;
+    if (clock_mono_us() < r->next_attempt_us)
+        return -1;
+    snprintf(name, sizeof(name), "qworker-%s", r->role);
+    r->c = redis_connect(r->conf, name, err, sizeof(err));
+    if (r->c == NULL) {
+        outage_begin(r, err);
+        back_off(r);
+        return -1;
+    }
+    r->connected_us = clock_mono_us();
+    reply = redisCommand(r->c, "CLIENT ID");
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        snprintf(err, sizeof(err), "CLIENT ID: %s",
+                 reply ? (reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply")
+                       : r->c->errstr);
+        if (reply != NULL)
+            freeReplyObject(reply);
+        rconn_lost(r, err);
+        return -1;
+    }
+    r->client_id = reply->integer;
+    freeReplyObject(reply);
+    r->backoff_ms = BACKOFF_MIN_MS;
+    log_debug("%s: connected to redis (client id %lld)", r->role, r->client_id);
+    outage_end(r);
+    return 0;
+}
+
+int rconn_wait_ms(struct rconn *r)
+{
+    int64_t left = r->next_attempt_us - clock_mono_us();
+
+    if (r->c != NULL || left <= 0)
+        return 0;
+    return (int)((left + 999) / 1000);
+}
+
+void rconn_lost(struct rconn *r, const char *why)
+{
+    char reason[256];
+    bool fresh = clock_mono_us() - r->connected_us < STALE_AFTER_US;
+
+    snprintf(reason, sizeof(reason), "%s", why); /* why may live in the context freed below */
+    if (r->c != NULL) {
+        redisFree(r->c);
+        r->c = NULL;
+    }
+    /* A connection that served for a while may just have gone stale (server restarted, idle
+     * connection dropped): reconnect at once, and call it an outage only if that fails too. One
+     * that fails right after connecting means a server that is not usable yet: back off. */
+    if (fresh) {
+        outage_begin(r, reason);
+        back_off(r);
+    } else {
+        r->next_attempt_us = 0;
+    }
+}
+
+void rconn_close(struct rconn *r)
+{
+    if (r->c != NULL)
+        redisFree(r->c);
+    r->c = NULL;
+    outage_end(r);
+}
+
+static redisReply *checked(struct rconn *r, redisReply *reply)
+{
+    char why[256];
+
+    if (reply == NULL) {
+        rconn_lost(r, r->c->errstr[0] ? r->c->errstr : "connection lost");
+        return NULL;
+    }
+    if (reply_means_reconnect(reply)) {
+        snprintf(why, sizeof(why), "%s", reply->str);
+        freeReplyObject(reply);
+        rconn_lost(r, why);
+        return NULL;
+    }
+    return reply;
+}
+
+redisReply *rconn_command(struct rconn *r, int argc, const char **argv, const size_t *lens)
+{
+    if (r->c == NULL)
+        return NULL;
+    return checked(r, redisCommandArgv(r->c, argc, argv, lens));
+}
+
+redisReply *rconn_reply(struct rconn *r)
+{
+    void *reply = NULL;
+
+    if (r->c == NULL)
+        return NULL;
+    if (redisGetReply(r->c, &reply) != REDIS_OK)
+        reply = NULL;
+    return checked(r, reply);
+}

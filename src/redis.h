@@ -1,0 +1,50 @@
+/* One thread's Redis connection (hiredis contexts are not thread-safe): connecting with AUTH and
+ * SELECT, reconnecting with capped exponential backoff and jitter, and reporting outages once for
+ * the whole process, not once per attempt or per connection. */
+#ifndef QWORKER_REDIS_H
+#define QWORKER_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+
+struct rconn {
+    redisContext *c; /* NULL while disconnected */
+    const struct redis_conf *conf;
+    const char *role; /* "consumer", "reporter": in log lines and CLIENT SETNAME */
+    long long client_id;
+    int backoff_ms;
+    int64_t next_attempt_us; /* monotonic; no connect before it */
+    int64_t connected_us;
+    bool down;               /* counted in the current outage */
+    uint64_t rng;
+};
+
+void rconn_init(struct rconn *r, const struct redis_conf *conf, const char *role);
+/* One connection attempt, unless the backoff says wait: 0 if connected, -1 if not (yet). */
+int rconn_try(struct rconn *r);
+/* Milliseconds until rconn_try may attempt again (0 if connected or due). */
+int rconn_wait_ms(struct rconn *r);
+/* The connection failed: free it, count the outage, and back off before the next attempt. */
+void rconn_lost(struct rconn *r, const char *why);
+void rconn_close(struct rconn *r);
+
+/* Sends a command and reads its reply. NULL means the connection was lost (already handled); a
+ * REDIS_REPLY_ERROR reply is returned to the caller, except LOADING, READONLY and UNBLOCKED,
+ * which mean the server is not a usable master now and are treated as a lost connection. */
+redisReply *rconn_command(struct rconn *r, int argc, const char **argv, const size_t *lens);
+/* Reads one reply of a pipelined command, with the same rules. */
+redisReply *rconn_reply(struct rconn *r);
+bool reply_means_reconnect(const redisReply *reply);
+
+/* "127.0.0.1:6379" or "unix:/run/redis.sock". */
+const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len);
+/* One plain connection (AUTH, SELECT, timeouts); NULL with a reason in err. */
+redisContext *redis_connect(const struct redis_conf *conf, const char *name, char *err,
+                            size_t errlen);
+
+#endif

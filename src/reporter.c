@@ -1,0 +1,340 @@
+#include "reporter.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "base64.h"
+#include "clock.h"
+#include "log.h"
+#include "redis.h"
+#include "task.h"
+#include "taskq.h"
+
+/* At shutdown, how long to wait for Redis to record what is still held. */
+#define FINAL_RECORD_US (10 * 1000000LL)
+
+enum counter { C_PROCESSED, C_SUCCEEDED, C_FAILED, C_DEAD, C_REQUEUED, C_COUNT };
+
+static const char *const counter_names[C_COUNT] = {"processed", "succeeded", "failed", "dead",
+                                                   "requeued"};
+
+struct reporter {
+    const struct config *conf;
+    struct taskq inbox;
+    struct rconn rc;
+    pthread_t thread;
+
+    /* Logged, not yet recorded in Redis. */
+    struct task *pending;
+    struct task **pending_tailp;
+    size_t npending;
+
+    long long (*per_queue)[C_COUNT]; /* scratch for one batch */
+    char *stats_key;
+    char *dead_key;
+};
+
+struct reporter *reporter_new(const struct config *conf)
+{
+    struct reporter *rp = calloc(1, sizeof(*rp));
+
+    if (rp == NULL)
+        return NULL;
+    rp->conf = conf;
+    taskq_init(&rp->inbox, NULL, NULL);
+    rconn_init(&rp->rc, &conf->redis, "reporter");
+    rp->pending_tailp = &rp->pending;
+    rp->per_queue = calloc((size_t)conf->nqueues, sizeof(*rp->per_queue));
+    if (rp->per_queue == NULL || asprintf(&rp->stats_key, "%s:stats", conf->prefix) < 0 ||
+        asprintf(&rp->dead_key, "%s:dead", conf->prefix) < 0) {
+        reporter_free(rp);
+        return NULL;
+    }
+    return rp;
+}
+
+void reporter_free(struct reporter *rp)
+{
+    if (rp == NULL)
+        return;
+    taskq_destroy(&rp->inbox);
+    free(rp->per_queue);
+    free(rp->stats_key);
+    free(rp->dead_key);
+    free(rp);
+}
+
+struct taskq *reporter_inbox(struct reporter *rp)
+{
+    return &rp->inbox;
+}
+
+static int priority_of(enum outcome o)
+{
+    switch (o) {
+    case OUTCOME_OK:
+        return LOG_INFO;
+    case OUTCOME_REQUEUED:
+        return LOG_NOTICE;
+    default:
+        /* An invalid payload is the sender's mistake, not the worker's: warning, not err. */
+        return LOG_WARNING;
+    }
+}
+
+static void log_completion(const struct task *t)
+{
+    char duration[24], attempt[16], started[24];
+    int64_t ms = t->started_mono_us ? (t->finished_mono_us - t->started_mono_us) / 1000 : 0;
+    struct log_field f[] = {
+        {"QWORKER_TASK_ID", t->id, false},
+        {"QWORKER_QUEUE", t->queue->name, true},
+        {"QWORKER_HANDLER", t->handler->name, true},
+        {"QWORKER_OUTCOME", outcome_name(t->outcome), true},
+        {"QWORKER_DURATION_MS", duration, true},
+        {"QWORKER_ATTEMPT", attempt, true},
+        {"QWORKER_STARTED_USEC", started, false},
+        {"QWORKER_REASON", t->reason, false},
+    };
+    int n = t->reason[0] ? 8 : 7;
+
+    snprintf(duration, sizeof(duration), "%" PRId64, ms);
+    snprintf(attempt, sizeof(attempt), "%d", t->attempt);
+    snprintf(started, sizeof(started), "%" PRId64, t->started_real_us);
+    if (t->outcome == OUTCOME_OK)
+        log_fields(priority_of(t->outcome), f, n, "task %s done", t->id);
+    else
+        log_fields(priority_of(t->outcome), f, n, "task %s %s: %s", t->id, outcome_name(t->outcome),
+                   t->reason);
+}
+
+/* The dead-letter entry: JSON with the original payload (as "payload_base64" when it is not
+ * UTF-8 text) and where, why and when it died. */
+static char *dead_entry(const struct reporter *rp, const struct task *t)
+{
+    json_t *o = json_object();
+    json_t *payload = json_stringn(t->payload, t->len);
+    char *s;
+
+    if (payload != NULL) {
+        json_object_set_new(o, "payload", payload);
+    } else {
+        char *b64 = base64_encode(t->payload, t->len);
+        json_object_set_new(o, "payload_base64", b64 ? json_string(b64) : json_null());
+        free(b64);
+    }
+    json_object_set_new(o, "id", json_string(t->id));
+    json_object_set_new(o, "queue", json_string(t->queue->name));
+    json_object_set_new(o, "handler", json_string(t->handler->name));
+    json_object_set_new(o, "reason", json_string(t->reason));
+    json_object_set_new(o, "attempts", json_integer(t->attempt));
+    json_object_set_new(o, "time", json_integer(clock_real_us() / 1000000));
+    json_object_set_new(o, "worker", json_string(rp->conf->worker_id));
+    s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static void count(struct reporter *rp, const struct task *t, long long *total)
+{
+    long long *q = rp->per_queue[t->queue - rp->conf->queues];
+    int c[3], n = 0;
+
+    switch (t->outcome) {
+    case OUTCOME_OK:
+        c[n++] = C_PROCESSED;
+        c[n++] = C_SUCCEEDED;
+        break;
+    case OUTCOME_INVALID:
+        c[n++] = C_PROCESSED;
+        c[n++] = C_FAILED;
+        c[n++] = C_DEAD;
+        break;
+    case OUTCOME_FAILED:
+    case OUTCOME_TIMEOUT:
+        c[n++] = C_PROCESSED;
+        c[n++] = C_FAILED;
+        break;
+    case OUTCOME_REQUEUED:
+        c[n++] = C_REQUEUED;
+        break;
+    }
+    for (int i = 0; i < n; i++) {
+        total[c[i]]++;
+        q[c[i]]++;
+    }
+}
+
+static void append(struct reporter *rp, int argc, const char **argv, const size_t *lens)
+{
+    redisAppendCommandArgv(rp->rc.c, argc, argv, lens);
+}
+
+static int append_hincrby(struct reporter *rp, const char *field, long long by)
+{
+    char num[24];
+    const char *argv[] = {"HINCRBY", rp->stats_key, field, num};
+
+    snprintf(num, sizeof(num), "%lld", by);
+    append(rp, 4, argv, NULL);
+    return 1;
+}
+
+/* Queues the batch's commands inside MULTI/EXEC; returns how many replies EXEC's precede. */
+static int append_batch(struct reporter *rp)
+{
+    long long total[C_COUNT] = {0};
+    const char *multi[] = {"MULTI"};
+    int queued = 0;
+
+    memset(rp->per_queue, 0, (size_t)rp->conf->nqueues * sizeof(*rp->per_queue));
+    append(rp, 1, multi, NULL);
+    for (struct task *t = rp->pending; t != NULL; t = t->next) {
+        count(rp, t, total);
+        if (t->outcome == OUTCOME_REQUEUED) {
+            /* RPUSH: back at the end the queue is popped from, ahead of waiting tasks. */
+            const char *argv[] = {"RPUSH", t->queue->name, t->payload};
+            size_t lens[] = {5, strlen(t->queue->name), t->len};
+            append(rp, 3, argv, lens);
+            queued++;
+        } else if (t->outcome == OUTCOME_INVALID) {
+            char *entry = dead_entry(rp, t);
+            const char *argv[] = {"LPUSH", rp->dead_key, entry};
+            if (entry == NULL) {
+                log_err("task %s: cannot encode its dead-letter entry; payload not kept", t->id);
+                continue;
+            }
+            append(rp, 3, argv, NULL);
+            free(entry);
+            queued++;
+        }
+    }
+    for (int c = 0; c < C_COUNT; c++)
+        if (total[c] > 0)
+            queued += append_hincrby(rp, counter_names[c], total[c]);
+    for (int i = 0; i < rp->conf->nqueues; i++) {
+        for (int c = 0; c < C_COUNT; c++) {
+            char field[512];
+            if (rp->per_queue[i][c] == 0)
+                continue;
+            snprintf(field, sizeof(field), "queue:%s:%s", rp->conf->queues[i].name,
+                     counter_names[c]);
+            queued += append_hincrby(rp, field, rp->per_queue[i][c]);
+        }
+    }
+    return queued;
+}
+
+/* Records every pending task in one transaction. Returns 0, or -1 if the connection was lost
+ * (the batch stays pending and is sent again whole). */
+static int record_pending(struct reporter *rp)
+{
+    const char *exec[] = {"EXEC"};
+    int queued = append_batch(rp);
+    redisReply *reply;
+
+    append(rp, 1, exec, NULL);
+    for (int i = 0; i < queued + 2; i++) {
+        reply = rconn_reply(&rp->rc);
+        if (reply == NULL)
+            return -1;
+        if (reply->type == REDIS_REPLY_ERROR)
+            log_err("reporter: redis refused a command of a batch: %s", reply->str);
+        else if (i == queued + 1 && reply->type == REDIS_REPLY_ARRAY)
+            for (size_t k = 0; k < reply->elements; k++)
+                if (reply->element[k]->type == REDIS_REPLY_ERROR)
+                    log_err("reporter: redis refused a command of a batch: %s",
+                            reply->element[k]->str);
+        freeReplyObject(reply);
+    }
+    return 0;
+}
+
+static void free_pending(struct reporter *rp, bool lost)
+{
+    struct task *t, *next;
+    char shown[256];
+
+    for (t = rp->pending; t != NULL; t = next) {
+        next = t->next;
+        if (lost && (t->outcome == OUTCOME_REQUEUED || t->outcome == OUTCOME_INVALID))
+            log_err("task %s from queue %s could not be written back to redis and is lost: %s",
+                    t->id, t->queue->name, payload_excerpt(t->payload, t->len, 200, shown,
+                                                           sizeof(shown)));
+        task_free(t);
+    }
+    rp->pending = NULL;
+    rp->pending_tailp = &rp->pending;
+    rp->npending = 0;
+}
+
+static void take(struct reporter *rp, struct task *batch)
+{
+    for (struct task *t = batch; t != NULL; t = t->next) {
+        log_completion(t);
+        *rp->pending_tailp = t;
+        rp->pending_tailp = &t->next;
+        rp->npending++;
+    }
+}
+
+static void *reporter_main(void *arg)
+{
+    struct reporter *rp = arg;
+    int64_t give_up_us = 0;
+    bool closed = false;
+
+    for (;;) {
+        int timeout = rp->npending == 0 ? -1 : rconn_wait_ms(&rp->rc);
+        struct task *batch;
+
+        if (closed) {
+            /* Nothing more can arrive: just wait for the next connection attempt. */
+            struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000};
+            nanosleep(&ts, NULL);
+            batch = NULL;
+        } else if (rp->npending > 0 && timeout == 0) {
+            batch = taskq_take_all(&rp->inbox, &closed);
+        } else {
+            batch = taskq_wait_all(&rp->inbox, timeout, &closed);
+        }
+        take(rp, batch);
+        if (rp->npending > 0 && rconn_try(&rp->rc) == 0 && record_pending(rp) == 0)
+            free_pending(rp, false);
+        if (!closed)
+            continue;
+        if (rp->npending == 0)
+            break;
+        if (give_up_us == 0) {
+            give_up_us = clock_mono_us() + FINAL_RECORD_US;
+            log_warn("reporter: waiting up to %lld s for redis to record %zu finished task(s)",
+                     FINAL_RECORD_US / 1000000, rp->npending);
+        } else if (clock_mono_us() > give_up_us) {
+            free_pending(rp, true);
+            break;
+        }
+    }
+    rconn_close(&rp->rc);
+    return NULL;
+}
+
+int reporter_start(struct reporter *rp)
+{
+    return pthread_create(&rp->thread, NULL, reporter_main, rp) == 0 ? 0 : -1;
+}
+
+void reporter_join(struct reporter *rp)
+{
+    pthread_join(rp->thread, NULL);
+}
+
+int reporter_tryjoin(struct reporter *rp)
+{
+    return pthread_tryjoin_np(rp->thread, NULL) == 0 ? 0 : -1;
+}

@@ -1,0 +1,22 @@
+/* The reporter thread: logs every finished task at once, then records it in Redis (stats, dead
+ * letters, requeues) in one MULTI/EXEC per batch, holding the batch while Redis is away. */
+#ifndef QWORKER_REPORTER_H
+#define QWORKER_REPORTER_H
+
+#include "config.h"
+
+struct reporter;
+struct taskq;
+
+struct reporter *reporter_new(const struct config *conf);
+void reporter_free(struct reporter *rp);
+/* Where the loop hands finished tasks over; the loop closes it when it ends, and the reporter
+ * thread ends once everything it got is recorded (or, with Redis away at shutdown, given up
+ * after a bounded wait, with an error line per task). */
+struct taskq *reporter_inbox(struct reporter *rp);
+int reporter_start(struct reporter *rp);
+void reporter_join(struct reporter *rp);
+/* 0 if the thread has ended (and is joined), -1 if it still runs. */
+int reporter_tryjoin(struct reporter *rp);
+
+#endif

@@ -1,0 +1,103 @@
+#include "task.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Ids are unique within a process and unlikely to repeat across processes: a random 64-bit base
+ * plus a counter, passed through a bijective mixer so that consecutive ids do not look alike. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t id_base;
+static atomic_uint_fast64_t id_counter;
+static pthread_once_t id_once = PTHREAD_ONCE_INIT;
+
+static void id_seed(void)
+{
+    if (getrandom(&id_base, sizeof(id_base), GRND_NONBLOCK) != (ssize_t)sizeof(id_base))
+        id_base = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+}
+
+static uint64_t next_id(void)
+{
+    pthread_once(&id_once, id_seed);
+    return mix64(id_base + atomic_fetch_add(&id_counter, 1));
+}
+
+struct task *task_new(const struct queue_conf *queue, const char *payload, size_t len)
+{
+    struct task *t = malloc(sizeof(*t) + len);
+
+    if (t == NULL)
+        return NULL;
+    memset(t, 0, sizeof(*t));
+    t->queue = queue;
+    t->handler = queue->handler;
+    t->attempt = 1;
+    t->len = len;
+    memcpy(t->payload, payload, len);
+    snprintf(t->id, sizeof(t->id), "%016llx", (unsigned long long)next_id());
+    return t;
+}
+
+void task_free(struct task *t)
+{
+    free(t);
+}
+
+const char *outcome_name(enum outcome o)
+{
+    switch (o) {
+    case OUTCOME_OK:
+        return "ok";
+    case OUTCOME_FAILED:
+        return "failed";
+    case OUTCOME_TIMEOUT:
+        return "timeout";
+    case OUTCOME_INVALID:
+        return "invalid";
+    case OUTCOME_REQUEUED:
+        return "requeued";
+    }
+    return "unknown";
+}
+
+char *payload_excerpt(const char *p, size_t len, size_t max, char *out, size_t outlen)
+{
+    size_t o = 0, i;
+
+    if (outlen < 8) {
+        if (outlen > 0)
+            out[0] = '\0';
+        return out;
+    }
+    out[o++] = '"';
+    for (i = 0; i < len && i < max; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (o + 6 >= outlen)
+            break;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            out[o++] = (char)c;
+        } else {
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    if (i < len)
+        snprintf(out + o, outlen - o, "...(%zu bytes)", len);
+    return out;
+}

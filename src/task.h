@@ -1,0 +1,49 @@
+/* A task: one payload taken from a queue, from the moment the consumer fetches it until the
+ * reporter has recorded its outcome. Exactly one thread owns a task at a time; ownership moves
+ * only through a taskq. */
+#ifndef QWORKER_TASK_H
+#define QWORKER_TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/event_struct.h>
+
+#include "config.h"
+
+struct loop;
+
+enum outcome { OUTCOME_OK, OUTCOME_FAILED, OUTCOME_TIMEOUT, OUTCOME_INVALID, OUTCOME_REQUEUED };
+
+#define TASK_ID_LEN 16
+#define TASK_REASON_MAX 160
+
+struct task {
+    struct task *next;          /* link in the taskq that owns it */
+    LIST_ENTRY(task) running;   /* loop thread: the set of running tasks */
+    struct event timer;         /* loop thread: the sleep handler's timer */
+    struct loop *loop;          /* loop thread: the loop running it */
+    const struct queue_conf *queue;
+    const struct handler_conf *handler;
+    char id[TASK_ID_LEN + 1];
+    int attempt;
+    enum outcome outcome;
+    int64_t started_real_us;
+    int64_t started_mono_us;
+    int64_t finished_mono_us;
+    char reason[TASK_REASON_MAX];
+    size_t len;
+    char payload[];             /* not NUL-terminated: payloads are binary-safe */
+};
+
+struct task *task_new(const struct queue_conf *queue, const char *payload, size_t len);
+void task_free(struct task *task);
+
+const char *outcome_name(enum outcome outcome);
+
+/* Writes a printable, quoted excerpt of a payload: at most max payload bytes, non-printable bytes
+ * as \xNN, and "…(N bytes)" when cut. Returns out. */
+char *payload_excerpt(const char *payload, size_t len, size_t max, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,119 @@
+#include "taskq.h"
+
+#include <errno.h>
+#include <time.h>
+
+#include "task.h"
+
+void taskq_init(struct taskq *q, void (*wake)(void *), void *wake_arg)
+{
+    pthread_condattr_t attr;
+
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    q->head = NULL;
+    q->tailp = &q->head;
+    q->len = 0;
+    q->closed = false;
+    q->wake = wake;
+    q->wake_arg = wake_arg;
+}
+
+void taskq_destroy(struct taskq *q)
+{
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cond);
+}
+
+void taskq_push_chain(struct taskq *q, struct task *first, struct task *last, size_t n)
+{
+    bool was_empty;
+
+    last->next = NULL;
+    pthread_mutex_lock(&q->mu);
+    was_empty = q->head == NULL;
+    *q->tailp = first;
+    q->tailp = &last->next;
+    q->len += n;
+    if (was_empty)
+        pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+    /* Outside the lock: the doorbell takes libevent's own lock. A wake-up for a non-empty queue
+     * is owed already and would be merged anyway. */
+    if (was_empty && q->wake != NULL)
+        q->wake(q->wake_arg);
+}
+
+void taskq_push(struct taskq *q, struct task *t)
+{
+    taskq_push_chain(q, t, t, 1);
+}
+
+void taskq_close(struct taskq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->closed = true;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+    if (q->wake != NULL)
+        q->wake(q->wake_arg);
+}
+
+static struct task *take_locked(struct taskq *q, bool *closed)
+{
+    struct task *all = q->head;
+
+    q->head = NULL;
+    q->tailp = &q->head;
+    q->len = 0;
+    if (closed != NULL)
+        *closed = q->closed;
+    return all;
+}
+
+struct task *taskq_take_all(struct taskq *q, bool *closed)
+{
+    struct task *all;
+
+    pthread_mutex_lock(&q->mu);
+    all = take_locked(q, closed);
+    pthread_mutex_unlock(&q->mu);
+    return all;
+}
+
+struct task *taskq_wait_all(struct taskq *q, int timeout_ms, bool *closed)
+{
+    struct timespec deadline;
+    struct task *all;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&q->mu);
+    while (q->head == NULL && !q->closed) {
+        int rc = timeout_ms < 0 ? pthread_cond_wait(&q->cond, &q->mu)
+                                : pthread_cond_timedwait(&q->cond, &q->mu, &deadline);
+        if (rc == ETIMEDOUT)
+            break;
+    }
+    all = take_locked(q, closed);
+    pthread_mutex_unlock(&q->mu);
+    return all;
+}
+
+size_t taskq_len(struct taskq *q)
+{
+    size_t n;
+
+    pthread_mutex_lock(&q->mu);
+    n = q->len;
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}

@@ -1,0 +1,39 @@
+/* The hand-off between threads: a FIFO of tasks under a mutex. The producer pushes; the consumer
+ * takes everything at once, so that one wake-up serves a whole burst. A queue is woken either by a
+ * callback (the loop thread's libevent doorbell) or by its condition variable (the reporter). */
+#ifndef QWORKER_TASKQ_H
+#define QWORKER_TASKQ_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct task;
+
+struct taskq {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct task *head;
+    struct task **tailp;
+    size_t len;
+    bool closed;             /* the producer is done: nothing more will be pushed */
+    void (*wake)(void *arg); /* called after a push onto an empty queue, and on close */
+    void *wake_arg;
+};
+
+void taskq_init(struct taskq *q, void (*wake)(void *), void *wake_arg);
+void taskq_destroy(struct taskq *q);
+
+/* Appends the chain first..last (linked by ->next) of n tasks. */
+void taskq_push_chain(struct taskq *q, struct task *first, struct task *last, size_t n);
+void taskq_push(struct taskq *q, struct task *t);
+void taskq_close(struct taskq *q);
+
+/* Takes every queued task, in order; NULL if none. *closed tells whether the producer is done. */
+struct task *taskq_take_all(struct taskq *q, bool *closed);
+/* The same, waiting up to timeout_ms (-1: forever) for a task or for close. */
+struct task *taskq_wait_all(struct taskq *q, int timeout_ms, bool *closed);
+
+size_t taskq_len(struct taskq *q);
+
+#endif
