@@ -3,6 +3,7 @@
  * is never silently ignored. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -103,6 +104,45 @@ static int get_string(struct parse *p, const config_setting_t *group, const char
     return 0;
 }
 
+/* libconfig 1.5 reads an integer literal with atoi() unless it ends in L: 4294967297 silently
+ * becomes 1. So read the literal again from the source line and take that value instead. */
+static void source_literal(const struct parse *p, const config_setting_t *s, const char *name,
+                          long long *v)
+{
+    const char *file = config_setting_source_file(s) ? config_setting_source_file(s) : p->path;
+    unsigned line = config_setting_source_line(s);
+    char *text = NULL, *at;
+    size_t cap = 0, len = strlen(name);
+    FILE *f;
+
+    if (line == 0 || (f = fopen(file, "r")) == NULL)
+        return;
+    for (unsigned i = 0; i < line; i++)
+        if (getline(&text, &cap, f) < 0) {
+            free(text);
+            fclose(f);
+            return;
+        }
+    fclose(f);
+    for (at = strstr(text, name); at != NULL; at = strstr(at + 1, name)) {
+        char *q = at + len, *end;
+        long long lit;
+        if (at > text && (isalnum((unsigned char)at[-1]) || at[-1] == '_'))
+            continue;
+        q += strspn(q, " \t");
+        if (*q != '=' && *q != ':')
+            continue;
+        q++;
+        q += strspn(q, " \t");
+        errno = 0;
+        lit = strtoll(q, &end, 0);
+        if (end != q)
+            *v = lit; /* LLONG_MAX or LLONG_MIN when even 64 bits overflow: out of any range */
+        break;
+    }
+    free(text);
+}
+
 static int get_int(struct parse *p, const config_setting_t *group, const char *name, long long min,
                    long long max, long long def, int *out)
 {
@@ -114,6 +154,7 @@ static int get_int(struct parse *p, const config_setting_t *group, const char *n
         if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
             return fail(p, s, "'%s' must be a whole number", name);
         v = config_setting_get_int64(s);
+        source_literal(p, s, name, &v);
         if (v < min || v > max)
             return fail(p, s, "'%s' = %lld is out of range (%lld to %lld)", name, v, min, max);
     }
@@ -178,6 +219,24 @@ static char *default_worker_id(void)
     return id;
 }
 
+/* Takes ownership of name. */
+static int parse_delivery(struct parse *p, const config_setting_t *s, char *name,
+                          enum delivery *out)
+{
+    int rc = 0;
+
+    if (strcmp(name, "at-most-once") == 0)
+        *out = DELIVERY_AT_MOST_ONCE;
+    else if (strcmp(name, "at-least-once") == 0)
+        rc = fail(p, s, "delivery \"at-least-once\" is not available in this version yet; "
+                        "use \"at-most-once\"");
+    else
+        rc = fail(p, s, "'delivery' must be \"at-most-once\" or \"at-least-once\", not \"%s\"",
+                  name);
+    free(name);
+    return rc;
+}
+
 static int parse_worker(struct parse *p, const config_setting_t *root, struct config *c)
 {
     const config_setting_t *g, *s;
@@ -194,25 +253,15 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         get_seconds(p, g, "shutdown_timeout", 0, 86400, 30, &c->shutdown_timeout) < 0 ||
         get_string(p, g, "delivery", "at-most-once", &delivery) < 0)
         return -1;
+    s = g ? config_setting_get_member(g, "delivery") : NULL;
+    if (parse_delivery(p, s, delivery, &c->delivery) < 0)
+        return -1;
     if (c->worker_id == NULL && (c->worker_id = default_worker_id()) == NULL)
         return fail(p, g, "out of memory");
     if (c->worker_id[0] == '\0')
         return fail(p, config_setting_get_member(g, "id"), "'id' must not be empty");
     if (c->prefix[0] == '\0')
         return fail(p, config_setting_get_member(g, "prefix"), "'prefix' must not be empty");
-    s = g ? config_setting_get_member(g, "delivery") : NULL;
-    if (strcmp(delivery, "at-most-once") == 0) {
-        c->delivery = DELIVERY_AT_MOST_ONCE;
-    } else if (strcmp(delivery, "at-least-once") == 0) {
-        free(delivery);
-        return fail(p, s, "delivery \"at-least-once\" is not available in this version yet; "
-                          "use \"at-most-once\"");
-    } else {
-        fail(p, s, "'delivery' must be \"at-most-once\" or \"at-least-once\", not \"%s\"", delivery);
-        free(delivery);
-        return -1;
-    }
-    free(delivery);
     return 0;
 }
 

@@ -35,6 +35,7 @@ struct consumer {
     struct rconn rc;
     int stopfd;
     atomic_bool stopping;
+    bool ready; /* has connected once */
     pthread_t thread;
 
     /* BLMPOP <block> <numkeys> <queues...> RIGHT COUNT <n> */
@@ -250,6 +251,10 @@ static void *consumer_main(void *arg)
         if (rconn_try(&cs->rc) < 0) {
             pause_unless_stopped(cs, rconn_wait_ms(&cs->rc));
             continue;
+        }
+        if (!cs->ready) {
+            cs->ready = true;
+            log_notice("ready: redis answered; taking tasks");
         }
         n = capacity_reserve(cs->cap, cs->conf->fetch_batch);
         if (n == 0)

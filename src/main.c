@@ -75,7 +75,7 @@ static int start_threads(struct daemon *d)
     return 0;
 }
 
-static void log_started(const struct config *conf)
+static void log_starting(const struct config *conf)
 {
     char addr[300], queues[512] = "";
     size_t off = 0;
@@ -83,7 +83,7 @@ static void log_started(const struct config *conf)
     for (int i = 0; i < conf->nqueues && off < sizeof(queues); i++)
         off += (size_t)snprintf(queues + off, sizeof(queues) - off, "%s%s(%s)", i ? " " : "",
                                 conf->queues[i].name, conf->queues[i].handler->name);
-    log_notice("qworker %s started: worker %s, queues %s, concurrency %d, redis %s, delivery %s",
+    log_notice("qworker %s starting: worker %s, queues %s, concurrency %d, redis %s, delivery %s",
                QWORKER_VERSION, conf->worker_id, queues, conf->concurrency,
                redis_addr(&conf->redis, addr, sizeof(addr)),
                conf->delivery == DELIVERY_AT_MOST_ONCE ? "at-most-once" : "at-least-once");
@@ -109,7 +109,7 @@ static void wait_for_stop(const sigset_t *set)
 /* Waits for the threads to finish in order; a second SIGTERM/SIGINT cuts the drain short. */
 static void stop_threads(struct daemon *d, const sigset_t *set)
 {
-    struct timespec tick = {0, 100 * 1000 * 1000};
+    struct timespec tick = {0, 20 * 1000 * 1000};
     bool now = false;
 
     loop_stop(d->loop, false);
@@ -192,9 +192,11 @@ int main(int argc, char **argv)
         log_err("libevent has no pthreads support");
         return 1;
     }
+    /* Logged before the threads exist, which also opens the journal socket on this thread:
+     * libsystemd opens it lazily, in a way ThreadSanitizer cannot see is safe. */
+    log_starting(conf);
     if (start_threads(&d) < 0)
         return 1;
-    log_started(conf);
     wait_for_stop(&set);
     stop_threads(&d, &set);
     consumer_free(d.consumer);

@@ -1,0 +1,281 @@
+"""Real parts for end-to-end tests: a redis-server on a private port, a standalone journald, and
+the qworker binary. Everything started here is stopped here, by PID; nothing waits by sleeping:
+wait_for() polls a condition against a deadline."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QWORKER = os.environ.get("QWORKER_BIN", os.path.join(ROOT, "build", "qworker"))
+# Sanitizer builds are slower: deadlines (never assertions on measured behaviour) scale by this.
+SLOW = float(os.environ.get("QWORKER_TEST_SLOW", "1"))
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "WARNING: ThreadSanitizer",
+                   "ERROR: LeakSanitizer")
+
+
+def wait_for(cond, timeout, what, interval=0.01):
+    """Polls cond() until it returns something truthy; fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout * SLOW:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisClient:
+    """A minimal RESP2 client: tests time their own pushes to the microsecond, so no fork of
+    redis-cli sits between the clock reading and the command."""
+
+    def __init__(self, port, timeout=5):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(max(65536, n + 2 - len(self.buf)))
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise RuntimeError(f"bad reply {line!r}")
+
+    def send(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+
+    def __call__(self, *args):
+        self.send(*args)
+        return self._reply()
+
+
+class RedisServer:
+    def __init__(self, workdir, port=None, extra=()):
+        self.port = port or free_port()
+        self.dir = os.path.join(workdir, f"redis-{self.port}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.extra = list(extra)
+        self.proc = None
+        self._client = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--logfile", "redis.log"] + self.extra,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._ping, 10, f"redis-server on port {self.port}")
+        return self
+
+    def _ping(self):
+        try:
+            c = RedisClient(self.port, timeout=1)
+            ok = c("PING") == "PONG"
+            c.close()
+            return ok
+        except OSError:
+            return False
+
+    def client(self):
+        if self._client is None:
+            self._client = RedisClient(self.port)
+        return self._client
+
+    def __call__(self, *args):
+        return self.client()(*args)
+
+    def stop(self):
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Journald:
+    """The machine's journald if one runs, else a standalone one started (and later stopped)
+    here."""
+
+    SOCKET = "/run/systemd/journal/socket"
+
+    def __init__(self):
+        self.proc = None
+
+    def start(self):
+        if self._alive():
+            return self
+        os.makedirs("/run/systemd/journal", exist_ok=True)
+        self.proc = subprocess.Popen(["/lib/systemd/systemd-journald"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._alive, 10, "systemd-journald's socket")
+        return self
+
+    def _alive(self):
+        if not os.path.exists(self.SOCKET):
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            s.connect(self.SOCKET)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    @staticmethod
+    def entries(pid, since_usec=None, **match):
+        """The journal entries of one process, as dicts, in order."""
+        cmd = ["journalctl", "--no-pager", "-o", "json", f"_PID={pid}"]
+        cmd += [f"{k}={v}" for k, v in match.items()]
+        out = subprocess.run(cmd, capture_output=True, check=False).stdout
+        found = []
+        for line in out.splitlines():
+            e = json.loads(line)
+            if isinstance(e.get("MESSAGE"), list):  # journalctl's form for non-UTF-8 bytes
+                e["MESSAGE"] = bytes(e["MESSAGE"]).decode("utf-8", "replace")
+            found.append(e)
+        return found
+
+
+def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=None, extra=""):
+    worker = {"concurrency": 100, "shutdown_timeout": 5, **(worker or {})}
+
+    def group(d):
+        parts = []
+        for k, v in d.items():
+            v = f'"{v}"' if isinstance(v, str) else v
+            parts.append(f"{k} = {v};")
+        return "{ " + " ".join(parts) + " }"
+
+    text = f'redis = {{ host = "127.0.0.1"; port = {redis_port}; }};\n'
+    text += f"worker = {group(worker)};\n"
+    text += f"log = {group({'level': 'info', 'target': 'journal', **(log or {})})};\n"
+    if queues is not None:
+        text += "queues = ( " + ", ".join(group(q) for q in queues) + " );\n"
+    if handlers is not None:
+        text += "handlers = ( " + ", ".join(group(h) for h in handlers) + " );\n"
+    text += extra
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class Qworker:
+    def __init__(self, config, workdir, name="qworker"):
+        self.config = config
+        self.stderr_path = os.path.join(workdir, f"{name}.stderr")
+        self.proc = None
+
+    def start(self):
+        self.stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([QWORKER, "-c", self.config], stdout=self.stderr,
+                                     stderr=self.stderr, stdin=subprocess.DEVNULL)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"qworker did not exit within {timeout * SLOW:.1f} s")
+
+    def stop(self, timeout=15):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stderr_text(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def sanitizer_reports(self):
+        text = self.stderr_text()
+        return [m for m in SANITIZER_MARKS if m in text]
+
+    def journal(self, **match):
+        return Journald.entries(self.pid, **match)
+
+    def completions(self, outcome=None):
+        match = {"QWORKER_OUTCOME": outcome} if outcome else {}
+        return [e for e in self.journal(**match) if "QWORKER_OUTCOME" in e]
+
+    def wait_completions(self, n, timeout, outcome=None):
+        return wait_for(lambda: (lambda c: c if len(c) >= n else None)(self.completions(outcome)),
+                        timeout, f"{n} completion(s) in the journal of qworker {self.pid}",
+                        interval=0.05)
+
+    def wait_message(self, text, timeout):
+        return wait_for(lambda: [e for e in self.journal() if text in e.get("MESSAGE", "")],
+                        timeout, f"a journal line with {text!r}", interval=0.05)
+
+
+def binary_exists():
+    return os.access(QWORKER, os.X_OK) and shutil.which("redis-server") is not None

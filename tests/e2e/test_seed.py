@@ -1,0 +1,235 @@
+"""The original example, kept exactly: sleep tasks from a Redis list, run concurrently on an event
+loop that never blocks (issue 2)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import QWORKER, ROOT, RedisServer, free_port, wait_for
+
+
+def usec(entry, field="__REALTIME_TIMESTAMP"):
+    return int(entry[field])
+
+
+def push(redis, *payloads, queue="queue"):
+    """LPUSH, returning the wall-clock time (µs) just before the command left."""
+    c = redis.client()
+    t = time.time_ns() // 1000
+    c.send("LPUSH", queue, *payloads)
+    c._reply()
+    return t
+
+
+def test_original_example_5_3_1(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    pushed = push(redis, 5, 3, 1)
+    done = q.wait_completions(3, 10)
+    assert [e["QWORKER_OUTCOME"] for e in done] == ["ok"] * 3
+    # In order: the 1 s task first, the 5 s one last, each lasting what it asked for.
+    durations = [int(e["QWORKER_DURATION_MS"]) for e in done]
+    assert [round(d / 1000) for d in durations] == [1, 3, 5], durations
+    for d, want in zip(durations, (1000, 3000, 5000)):
+        assert want <= d <= want + 50, durations
+    # All done 5.0 to 5.3 s after the push: they ran at the same time.
+    elapsed = (usec(done[-1]) - pushed) / 1e6
+    assert 5.0 <= elapsed <= 5.3, f"last completion {elapsed:.3f} s after the push"
+    for e in done:
+        assert e["QWORKER_QUEUE"] == "queue" and e["QWORKER_HANDLER"] == "sleep"
+        assert e["QWORKER_ATTEMPT"] == "1" and e["PRIORITY"] == "6"
+        assert re.fullmatch(r"task [0-9a-f]{16} done queue=queue handler=sleep outcome=ok "
+                            r"duration_ms=\d+ attempt=1", e["MESSAGE"]), e["MESSAGE"]
+    stats = redis("HGETALL", "qworker:stats")
+    stats = dict(zip(stats[::2], stats[1::2]))
+    assert stats[b"processed"] == b"3" and stats[b"succeeded"] == b"3"
+
+
+def test_loop_never_blocks_6_and_3(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    pushed = push(redis, 6, 3)
+    done = q.wait_completions(2, 12)
+    elapsed = (usec(done[-1]) - pushed) / 1e6
+    assert 6.0 <= elapsed <= 6.3, f"6 s and 3 s tasks took {elapsed:.3f} s (9 s would mean blocking)"
+
+
+def test_task_pushed_while_others_run_starts_within_10ms(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    push(redis, 3)
+    wait_for(lambda: redis("LLEN", "queue") == 0, 5, "the 3 s task to be taken")
+    lags = []
+    for i in range(5):
+        pushed = push(redis, "0.2")
+        done = q.wait_completions(1 + i, 5)
+        lags.append((usec(done[-1], "QWORKER_STARTED_USEC") - pushed) / 1000)
+    # They ran while the 3 s task was still running.
+    assert [round(int(e["QWORKER_DURATION_MS"]), -2) for e in done] == [200] * 5
+    assert max(lags) <= 10, f"pickup latencies {lags} ms"
+    q.wait_completions(6, 5)
+
+
+def test_concurrency_2_runs_five_tasks_in_three_waves(redis, start_qworker):
+    q = start_qworker(redis.port, worker={"concurrency": 2})
+    q.wait_message("ready", 10)
+    pushed = push(redis, 1, 1, 1, 1, 1)
+    # While the first wave runs, the other three wait in Redis, for other workers to take.
+    wait_for(lambda: redis("LLEN", "queue") == 3, 2, "the first wave to be taken")
+    # Until the first wave can have ended (1 s after the push), nothing more may be taken.
+    while time.time_ns() // 1000 < pushed + 950_000:
+        assert redis("LLEN", "queue") == 3, "took more than its free capacity"
+        time.sleep(0.02)
+    done = q.wait_completions(5, 6)
+    starts = sorted((usec(e, "QWORKER_STARTED_USEC") - pushed) / 1e6 for e in done)
+    waves = [round(s) for s in starts]
+    assert waves == [0, 0, 1, 1, 2], f"start times {starts}"
+    elapsed = (max(usec(e) for e in done) - pushed) / 1e6
+    assert 3.0 <= elapsed <= 3.3, f"five 1 s tasks at concurrency 2 took {elapsed:.3f} s"
+
+
+BAD_PAYLOADS = [
+    (b"abc", "not a plain number of seconds"),
+    (b"-1", "negative number of seconds"),
+    (b"1e999", "not a plain number of seconds"),
+    (b"nan", "not a plain number of seconds"),
+    (b"", "empty payload"),
+    (b"x" * (1 << 20), "payload too long for a number of seconds (1048576 bytes)"),
+]
+
+
+def test_bad_payloads_warn_and_the_next_task_runs(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    for payload, _ in BAD_PAYLOADS:
+        push(redis, payload)
+    push(redis, "0.1")
+    done = q.wait_completions(len(BAD_PAYLOADS) + 1, 10)
+    invalid = [e for e in done if e["QWORKER_OUTCOME"] == "invalid"]
+    assert len(invalid) == len(BAD_PAYLOADS)
+    for e, (payload, reason) in zip(invalid, BAD_PAYLOADS):
+        assert e["PRIORITY"] == "4", e  # warning
+        assert reason in e["MESSAGE"], (reason, e["MESSAGE"])
+        assert len(e["MESSAGE"]) < 400, "a warning must not carry a whole blob"
+    assert [e["QWORKER_OUTCOME"] for e in done][-1] == "ok"
+    assert q.proc.poll() is None
+    # Nothing is lost: each bad payload is kept, whole, in the dead-letter list.
+    dead = redis("LRANGE", "qworker:dead", 0, -1)
+    assert len(dead) == len(BAD_PAYLOADS)
+    kept = sorted(json.loads(d)["payload"].encode() for d in dead)
+    assert kept == sorted(p for p, _ in BAD_PAYLOADS)
+    entry = json.loads(dead[0])
+    assert set(entry) >= {"payload", "queue", "handler", "reason", "attempts", "time", "worker"}
+
+
+def test_started_before_redis_waits_logs_once_then_runs(workdir, start_qworker):
+    redis = RedisServer(workdir)
+    q = start_qworker(redis.port)
+    q.wait_message("unreachable", 10)
+    # Let it retry for a while: each retry must stay silent.
+    outage_end = time.monotonic() + 2.5
+    while time.monotonic() < outage_end:
+        assert q.proc.poll() is None
+        time.sleep(0.1)
+    redis.start()
+    try:
+        push(redis, "0.1")
+        q.wait_completions(1, 5)
+        q.wait_message("reachable again", 5)
+        lines = [e["MESSAGE"] for e in q.journal()]
+        assert sum("unreachable" in m for m in lines) == 1, lines
+        assert sum("reachable again" in m for m in lines) == 1, lines
+        assert q.stop() == 0
+    finally:
+        redis.stop()
+
+
+def run_qworker(*args):
+    return subprocess.run([QWORKER, *args], capture_output=True, text=True, timeout=10)
+
+
+BAD_CONFIGS = [
+    ("worker = { concurency = 4; };\n", 1, "unknown setting 'concurency' in the worker section"),
+    ("redis = {\n  port = 99999;\n};\n", 2, "'port' = 99999 is out of range"),
+    ("redis = { port = \"6379\"; };\n", 1, "'port' must be a whole number"),
+    ("worker = { concurrency = 8589934592; };\n", 1, "out of range"),
+    ("log = { level = \"loud\"; };\n", 1, "log level \"loud\""),
+    ("queues = ( { name = \"q\"; handler = \"nope\"; } );\n", 1, "no handler named 'nope'"),
+    ("redis = { host = \"x\";\n  port = ; };\n", 2, "syntax error"),
+    ("\n\nbogus = 1;\n", 3, "unknown setting 'bogus'"),
+]
+
+
+@pytest.mark.parametrize("text,line,message", BAD_CONFIGS)
+def test_bad_config_exits_78_with_file_line_message(workdir, text, line, message):
+    path = os.path.join(workdir, "bad.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    for args in (["-t", "-c", path], ["-c", path]):
+        r = run_qworker(*args)
+        assert r.returncode == 78, (args, r.stderr)
+        first = r.stderr.splitlines()[0]
+        assert first.startswith(f"{path}:{line}: "), first
+        assert message in first, first
+
+
+def test_example_config_is_valid():
+    r = run_qworker("-t", "-c", os.path.join(ROOT, "worker.conf.example"))
+    assert r.returncode == 0, r.stderr
+    for conf in os.listdir(os.path.join(ROOT, "conf")):
+        r = run_qworker("-t", "-c", os.path.join(ROOT, "conf", conf))
+        assert r.returncode == 0, (conf, r.stderr)
+
+
+def test_missing_config_file_exits_78(workdir):
+    r = run_qworker("-c", os.path.join(workdir, "absent.conf"))
+    assert r.returncode == 78 and "absent.conf:0: cannot read" in r.stderr
+
+
+def test_sigterm_while_tasks_run_exits_promptly_and_requeues(redis, start_qworker):
+    q = start_qworker(redis.port, worker={"shutdown_timeout": 1, "concurrency": 3})
+    q.wait_message("ready", 10)
+    push(redis, 30, 30, 30)
+    wait_for(lambda: redis("LLEN", "queue") == 0, 5, "the tasks to be taken")
+    push(redis, 40)  # waits: no free capacity
+    t0 = time.monotonic()
+    q.signal(signal.SIGTERM)
+    assert q.wait_exit(5) == 0
+    took = time.monotonic() - t0
+    assert took < 2.0, f"exit took {took:.2f} s with shutdown_timeout = 1"
+    # Nothing lost: the three running tasks are back at the front (the right end, popped first),
+    # ahead of the one that was waiting.
+    assert redis("LRANGE", "queue", 0, -1) == [b"40", b"30", b"30", b"30"]
+    requeued = q.completions("requeued")
+    assert len(requeued) == 3 and all(e["PRIORITY"] == "5" for e in requeued)
+
+
+def test_sigterm_while_idle_exits_at_once(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    wait_for(lambda: any(c.startswith(b"id=") and b"cmd=blmpop" in c
+                         for c in redis("CLIENT", "LIST").split(b"\n")), 5, "a blocked fetch")
+    t0 = time.monotonic()
+    q.signal(signal.SIGTERM)
+    assert q.wait_exit(5) == 0
+    assert time.monotonic() - t0 < 0.5
+    # A task pushed after the stop stays in Redis.
+    push(redis, 1)
+    assert redis("LLEN", "queue") == 1
+
+
+def test_make_demo_prints_three_completions_and_leaves_nothing(workdir):
+    r = subprocess.run(["make", "-C", ROOT, "--no-print-directory", "demo"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    done = [l for l in r.stdout.splitlines() if "outcome=ok" in l]
+    assert len(done) == 3, r.stdout
+    assert [re.search(r"duration_ms=(\d+)", l).group(1)[0] for l in done] == ["1", "3", "5"]
+    left = subprocess.run(["pgrep", "-af", "conf/demo.conf|redis-server.*:26379"],
+                          capture_output=True, text=True).stdout
+    assert left == "", f"left behind: {left}"

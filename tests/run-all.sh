@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test: the unit tests plain, under valgrind, and under ASan+UBSan and TSan; then the
+# end-to-end suite against the plain build and against both sanitizer builds. Build first (make test
+# does). Prints one closing line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0 failed=0
+declare -a failures=()
+
+step() {
+    local name=$1; shift
+    echo "=== $name"
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
+}
+
+unit_all() {
+    local dir=$1; shift
+    local rc=0
+    for t in "$dir"/unit/test_*; do
+        [[ $t == *.d ]] && continue
+        "$@" "$t" || rc=1
+    done
+    return $rc
+}
+
+e2e() {
+    local bin=$1 slow=$2; shift 2
+    QWORKER_BIN=$bin QWORKER_TEST_SLOW=$slow /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+        tests/e2e "$@"
+}
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1
+
+step "unit tests" unit_all build
+step "unit tests under valgrind" unit_all build valgrind -q --error-exitcode=99 \
+    --leak-check=full --errors-for-leak-kinds=definite
+step "unit tests under ASan+UBSan" unit_all build/asan
+step "unit tests under TSan" unit_all build/tsan
+step "end-to-end" e2e build/qworker 1
+step "end-to-end under ASan+UBSan" e2e build/asan/qworker 2 -k "not make_demo"
+step "end-to-end under TSan" e2e build/tsan/qworker 3 -k "not make_demo"
+
+echo
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
