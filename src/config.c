@@ -25,8 +25,9 @@ static const char *const top_names[] = {"redis", "worker", "queues", "handlers",
 static const char *const redis_names[] = {
     "host",     "port",           "unix_socket",     "db", "username",
     "password", "connect_timeout", "command_timeout", NULL};
-static const char *const worker_names[] = {"id",     "concurrency",      "fetch_batch", "delivery",
-                                           "prefix", "shutdown_timeout", NULL};
+static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
+                                           "delivery", "prefix",           "shutdown_timeout",
+                                           "heartbeat_ttl", NULL};
 static const char *const queue_names[] = {"name", "handler", NULL};
 static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
 static const char *const log_names[] = {"level", "target", NULL};
@@ -228,8 +229,7 @@ static int parse_delivery(struct parse *p, const config_setting_t *s, char *name
     if (strcmp(name, "at-most-once") == 0)
         *out = DELIVERY_AT_MOST_ONCE;
     else if (strcmp(name, "at-least-once") == 0)
-        rc = fail(p, s, "delivery \"at-least-once\" is not available in this version yet; "
-                        "use \"at-most-once\"");
+        *out = DELIVERY_AT_LEAST_ONCE;
     else
         rc = fail(p, s, "'delivery' must be \"at-most-once\" or \"at-least-once\", not \"%s\"",
                   name);
@@ -241,6 +241,7 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
 {
     const config_setting_t *g, *s;
     char *delivery;
+    double ttl;
 
     if (get_group(p, root, "worker", &g) < 0)
         return -1;
@@ -251,8 +252,10 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         get_int(p, g, "fetch_batch", 1, 10000, 100, &c->fetch_batch) < 0 ||
         get_string(p, g, "prefix", "qworker", &c->prefix) < 0 ||
         get_seconds(p, g, "shutdown_timeout", 0, 86400, 30, &c->shutdown_timeout) < 0 ||
-        get_string(p, g, "delivery", "at-most-once", &delivery) < 0)
+        get_seconds(p, g, "heartbeat_ttl", 1, 3600, 15, &ttl) < 0 ||
+        get_string(p, g, "delivery", "at-least-once", &delivery) < 0)
         return -1;
+    c->heartbeat_ttl_ms = (int)(ttl * 1000);
     s = g ? config_setting_get_member(g, "delivery") : NULL;
     if (parse_delivery(p, s, delivery, &c->delivery) < 0)
         return -1;

@@ -43,6 +43,7 @@ struct config {
     int fetch_batch;
     enum delivery delivery;
     double shutdown_timeout;
+    int heartbeat_ttl_ms;
     char *prefix;
 
     struct queue_conf *queues; /* in priority order */

@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "log.h"
 #include "redis.h"
+#include "scripts.h"
 #include "task.h"
 #include "taskq.h"
 
@@ -27,6 +28,15 @@
 #define BLOCK_SECONDS 5
 
 enum wait_result { WAIT_REPLY, WAIT_STOPPED, WAIT_FAILED };
+
+static void pause_unless_stopped(struct consumer *cs, int ms);
+
+struct waiter {
+    struct rconn rc;
+    bool outstanding;
+    int64_t sent_us;
+    const char *argv[6];
+};
 
 struct consumer {
     const struct config *conf;
@@ -38,13 +48,52 @@ struct consumer {
     bool ready; /* has connected once */
     pthread_t thread;
 
-    /* BLMPOP <block> <numkeys> <queues...> RIGHT COUNT <n> */
+    /* at-least-once: one waiter connection per queue, blocked in BLMOVE q q RIGHT RIGHT (which
+     * leaves the list as it is) so that a push to any queue wakes us; the fetch script then
+     * moves the tasks into our in-flight hash. */
+    struct waiter *waiters;
+    const char **fetch_keys; /* in-flight hash, queues */
+    const char **fetch_args; /* n, ids */
+    char (*ids)[TASK_ID_LEN + 1];
+    int64_t pause_until_us;
+
+    /* at-most-once: BLMPOP <block> <numkeys> <queues...> RIGHT COUNT <n> */
     int argc;
     const char **argv;
     char block[16];
     char numkeys[16];
     char count[16];
 };
+
+static int init_reliable(struct consumer *cs)
+{
+    const struct config *conf = cs->conf;
+    char *inflight;
+
+    cs->waiters = calloc((size_t)conf->nqueues, sizeof(*cs->waiters));
+    cs->fetch_keys = calloc((size_t)conf->nqueues + 1, sizeof(*cs->fetch_keys));
+    cs->fetch_args = calloc((size_t)conf->fetch_batch + 1, sizeof(*cs->fetch_args));
+    cs->ids = calloc((size_t)conf->fetch_batch, sizeof(*cs->ids));
+    if (cs->waiters == NULL || cs->fetch_keys == NULL || cs->fetch_args == NULL ||
+        cs->ids == NULL || asprintf(&inflight, "%s:inflight:%s", conf->prefix, conf->worker_id) < 0)
+        return -1;
+    cs->fetch_keys[0] = inflight;
+    cs->fetch_args[0] = cs->count;
+    for (int i = 0; i < conf->nqueues; i++) {
+        struct waiter *w = &cs->waiters[i];
+        cs->fetch_keys[1 + i] = conf->queues[i].name;
+        rconn_init(&w->rc, &conf->redis, "waiter");
+        w->argv[0] = "BLMOVE";
+        w->argv[1] = conf->queues[i].name;
+        w->argv[2] = conf->queues[i].name;
+        w->argv[3] = "RIGHT";
+        w->argv[4] = "RIGHT";
+        w->argv[5] = cs->block;
+    }
+    for (int i = 0; i < conf->fetch_batch; i++)
+        cs->fetch_args[1 + i] = cs->ids[i];
+    return 0;
+}
 
 struct consumer *consumer_new(const struct config *conf, struct capacity *cap, struct taskq *out)
 {
@@ -60,7 +109,8 @@ struct consumer *consumer_new(const struct config *conf, struct capacity *cap, s
     cs->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     cs->argc = conf->nqueues + 6;
     cs->argv = calloc((size_t)cs->argc, sizeof(*cs->argv));
-    if (cs->stopfd < 0 || cs->argv == NULL) {
+    if (cs->stopfd < 0 || cs->argv == NULL ||
+        (conf->delivery == DELIVERY_AT_LEAST_ONCE && init_reliable(cs) < 0)) {
         consumer_free(cs);
         return NULL;
     }
@@ -84,6 +134,12 @@ void consumer_free(struct consumer *cs)
     if (cs->stopfd >= 0)
         close(cs->stopfd);
     free(cs->argv);
+    if (cs->fetch_keys != NULL)
+        free((char *)cs->fetch_keys[0]);
+    free(cs->fetch_keys);
+    free(cs->fetch_args);
+    free(cs->ids);
+    free(cs->waiters);
     free(cs);
 }
 
@@ -232,6 +288,143 @@ static int fetch(struct consumer *cs, int n)
     return got;
 }
 
+/* Links tasks made from (queue index, payload) pairs into a chain for the loop. */
+static int hand_over_pairs(struct consumer *cs, const redisReply *reply)
+{
+    struct task *first = NULL, *last = NULL;
+    int n = 0;
+
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        const redisReply *qi = reply->element[i], *it = reply->element[i + 1];
+        struct task *t;
+
+        if (qi->type != REDIS_REPLY_INTEGER || qi->integer < 0 ||
+            qi->integer >= cs->conf->nqueues || it->type != REDIS_REPLY_STRING) {
+            log_err("consumer: unexpected reply from the fetch script");
+            break;
+        }
+        t = task_new_with_id(&cs->conf->queues[qi->integer], it->str, it->len, cs->ids[i / 2]);
+        if (t == NULL) {
+            /* Still in the in-flight hash: the next start or a reaper puts it back. */
+            log_err("consumer: out of memory: task %s of queue %s stays in flight until "
+                    "qworker restarts",
+                    cs->ids[i / 2], cs->conf->queues[qi->integer].name);
+            continue;
+        }
+        if (last != NULL)
+            last->next = t;
+        else
+            first = t;
+        last = t;
+        n++;
+    }
+    if (n > 0)
+        taskq_push_chain(cs->out, first, last, (size_t)n);
+    return n;
+}
+
+/* at-least-once: moves up to n tasks into the in-flight hash in one script call. */
+static int fetch_reliable(struct consumer *cs, int n)
+{
+    redisReply *reply;
+    int got = 0;
+
+    snprintf(cs->count, sizeof(cs->count), "%d", n);
+    for (int i = 0; i < n; i++)
+        task_make_id(cs->ids[i]);
+    reply = script_run(&cs->rc, SCRIPT_FETCH, 1 + cs->conf->nqueues, cs->fetch_keys, NULL, 1 + n,
+                       cs->fetch_args, NULL);
+    if (reply == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        got = hand_over_pairs(cs, reply);
+    } else {
+        /* Already logged by script_run; do not spin on a script Redis keeps refusing. */
+        cs->pause_until_us = clock_mono_us() + 1000000;
+        got = -1;
+    }
+    freeReplyObject(reply);
+    return got;
+}
+
+static void waiter_read(struct waiter *w)
+{
+    void *reply = NULL;
+
+    if (redisBufferRead(w->rc.c) != REDIS_OK) {
+        rconn_lost(&w->rc, w->rc.c->errstr);
+        w->outstanding = false;
+        return;
+    }
+    while (w->rc.c != NULL && redisGetReplyFromReader(w->rc.c, &reply) == REDIS_OK &&
+           reply != NULL) {
+        redisReply *r = reply;
+        w->outstanding = false;
+        if (r->type == REDIS_REPLY_ERROR) {
+            char why[256];
+            snprintf(why, sizeof(why), "BLMOVE: %s", r->str);
+            if (!reply_means_reconnect(r))
+                log_err("consumer: %s", why);
+            freeReplyObject(r);
+            rconn_lost(&w->rc, why);
+            return;
+        }
+        freeReplyObject(r);
+        reply = NULL;
+    }
+}
+
+/* at-least-once, all queues empty: blocks until a push to any of them, a stop, or a timeout. */
+static void wait_for_work(struct consumer *cs)
+{
+    int nq = cs->conf->nqueues;
+    int64_t limit_us = (BLOCK_SECONDS * 1000LL + cs->conf->redis.command_timeout_ms) * 1000;
+    struct pollfd fds[nq + 1];
+    int64_t now = clock_mono_us();
+
+    for (int i = 0; i < nq; i++) {
+        struct waiter *w = &cs->waiters[i];
+        int done = 0;
+
+        if (w->outstanding && now - w->sent_us > limit_us) {
+            rconn_lost(&w->rc, "no reply to BLMOVE within its block time");
+            w->outstanding = false;
+        }
+        if (rconn_try(&w->rc) < 0) {
+            pause_unless_stopped(cs, rconn_wait_ms(&w->rc));
+            return;
+        }
+        if (!w->outstanding) {
+            if (redisAppendCommandArgv(w->rc.c, 6, w->argv, NULL) != REDIS_OK)
+                done = -1;
+            while (done == 0)
+                if (redisBufferWrite(w->rc.c, &done) != REDIS_OK)
+                    done = -1;
+            if (done < 0) {
+                rconn_lost(&w->rc, w->rc.c->errstr);
+                return;
+            }
+            w->outstanding = true;
+            w->sent_us = now;
+        }
+        fds[i] = (struct pollfd){.fd = w->rc.c->fd, .events = POLLIN};
+    }
+    fds[nq] = (struct pollfd){.fd = cs->stopfd, .events = POLLIN};
+    if (poll(fds, (nfds_t)nq + 1, (int)(limit_us / 1000)) <= 0)
+        return;
+    for (int i = 0; i < nq; i++)
+        if (fds[i].revents != 0)
+            waiter_read(&cs->waiters[i]);
+}
+
+static void close_waiters(struct consumer *cs)
+{
+    if (cs->waiters == NULL)
+        return;
+    for (int i = 0; i < cs->conf->nqueues; i++)
+        rconn_close(&cs->waiters[i].rc);
+}
+
 /* Sleeps up to ms unless a stop is requested. */
 static void pause_unless_stopped(struct consumer *cs, int ms)
 {
@@ -244,10 +437,16 @@ static void pause_unless_stopped(struct consumer *cs, int ms)
 static void *consumer_main(void *arg)
 {
     struct consumer *cs = arg;
+    bool reliable = cs->conf->delivery == DELIVERY_AT_LEAST_ONCE;
 
     while (!atomic_load(&cs->stopping)) {
         int n, got;
+        int64_t paused = cs->pause_until_us - clock_mono_us();
 
+        if (paused > 0) {
+            pause_unless_stopped(cs, (int)(paused / 1000) + 1);
+            continue;
+        }
         if (rconn_try(&cs->rc) < 0) {
             pause_unless_stopped(cs, rconn_wait_ms(&cs->rc));
             continue;
@@ -259,10 +458,13 @@ static void *consumer_main(void *arg)
         n = capacity_reserve(cs->cap, cs->conf->fetch_batch);
         if (n == 0)
             break;
-        got = fetch(cs, n);
+        got = reliable ? fetch_reliable(cs, n) : fetch(cs, n);
         if (got < n)
-            capacity_release(cs->cap, n - got);
+            capacity_release(cs->cap, got < 0 ? n : n - got);
+        if (reliable && got == 0 && !atomic_load(&cs->stopping))
+            wait_for_work(cs);
     }
+    close_waiters(cs);
     rconn_close(&cs->rc);
     taskq_close(cs->out);
     return NULL;

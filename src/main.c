@@ -14,6 +14,7 @@
 #include "capacity.h"
 #include "config.h"
 #include "consumer.h"
+#include "identity.h"
 #include "log.h"
 #include "loop.h"
 #include "redis.h"
@@ -27,8 +28,11 @@
 #define DEFAULT_CONFIG "/etc/qworker/worker.conf"
 #define EXIT_USAGE 64 /* EX_USAGE */
 
+#define EXIT_ID_IN_USE 75 /* EX_TEMPFAIL: systemd may try again once the other is gone */
+
 struct daemon {
     const struct config *conf;
+    struct identity id;
     struct capacity cap;
     struct reporter *reporter;
     struct loop *loop;
@@ -47,7 +51,7 @@ static void usage(FILE *out)
 static int start_threads(struct daemon *d)
 {
     capacity_init(&d->cap, d->conf->concurrency);
-    d->reporter = reporter_new(d->conf);
+    d->reporter = reporter_new(d->conf, &d->id, &d->cap);
     d->loop = d->reporter ? loop_new(d->conf, &d->cap, reporter_inbox(d->reporter)) : NULL;
     d->consumer = d->loop ? consumer_new(d->conf, &d->cap, loop_inbox(d->loop)) : NULL;
     if (d->consumer == NULL) {
@@ -87,6 +91,19 @@ static void log_starting(const struct config *conf)
                QWORKER_VERSION, conf->worker_id, queues, conf->concurrency,
                redis_addr(&conf->redis, addr, sizeof(addr)),
                conf->delivery == DELIVERY_AT_MOST_ONCE ? "at-most-once" : "at-least-once");
+}
+
+/* Takes the worker id on a connection of its own, before any thread starts: a second daemon
+ * with the same id must not fetch anything. */
+static enum claim_result claim_id(struct daemon *d, const sigset_t *set)
+{
+    struct rconn rc;
+    enum claim_result r;
+
+    rconn_init(&rc, &d->conf->redis, "start-up");
+    r = identity_claim(&d->id, &rc, set);
+    rconn_close(&rc);
+    return r;
 }
 
 /* The only signal handling: this thread waits for them; every thread has them blocked. */
@@ -195,6 +212,19 @@ int main(int argc, char **argv)
     /* Logged before the threads exist, which also opens the journal socket on this thread:
      * libsystemd opens it lazily, in a way ThreadSanitizer cannot see is safe. */
     log_starting(conf);
+    if (identity_init(&d.id, conf) < 0) {
+        log_err("cannot set up the worker identity: out of memory or no random source");
+        return 1;
+    }
+    switch (claim_id(&d, &set)) {
+    case CLAIM_OK:
+        break;
+    case CLAIM_IN_USE:
+        return EXIT_ID_IN_USE;
+    case CLAIM_STOPPED:
+        log_notice("stopped before redis answered");
+        return 0;
+    }
     if (start_threads(&d) < 0)
         return 1;
     wait_for_stop(&set);
@@ -203,6 +233,7 @@ int main(int argc, char **argv)
     loop_free(d.loop);
     reporter_free(d.reporter);
     capacity_destroy(&d.cap);
+    identity_free(&d.id);
     log_notice("stopped");
     config_free(conf);
     return 0;

@@ -181,18 +181,26 @@ int rconn_try(struct rconn *r)
         return -1;
     }
     r->connected_us = clock_mono_us();
-    reply = redisCommand(r->c, "CLIENT ID");
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        snprintf(err, sizeof(err), "CLIENT ID: %s",
-                 reply ? (reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply")
-                       : r->c->errstr);
-        if (reply != NULL)
-            freeReplyObject(reply);
-        rconn_lost(r, err);
-        return -1;
+    /* CLIENT ID answers even while Redis loads its data; EXISTS does not, so a server still
+     * loading is not taken for a usable one. */
+    redisAppendCommand(r->c, "CLIENT ID");
+    redisAppendCommand(r->c, "EXISTS qworker-probe");
+    for (int i = 0; i < 2; i++) {
+        reply = NULL;
+        if (redisGetReply(r->c, (void **)&reply) != REDIS_OK ||
+            reply->type != REDIS_REPLY_INTEGER) {
+            snprintf(err, sizeof(err), "%s: %s", i == 0 ? "CLIENT ID" : "EXISTS",
+                     reply ? (reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply")
+                           : r->c->errstr);
+            if (reply != NULL)
+                freeReplyObject(reply);
+            rconn_lost(r, err);
+            return -1;
+        }
+        if (i == 0)
+            r->client_id = reply->integer;
+        freeReplyObject(reply);
     }
-    r->client_id = reply->integer;
-    freeReplyObject(reply);
     r->backoff_ms = BACKOFF_MIN_MS;
     log_debug("%s: connected to redis (client id %lld)", r->role, r->client_id);
     outage_end(r);

@@ -10,7 +10,9 @@
 #include <jansson.h>
 
 #include "base64.h"
+#include "capacity.h"
 #include "clock.h"
+#include "identity.h"
 #include "log.h"
 #include "redis.h"
 #include "task.h"
@@ -35,18 +37,26 @@ struct reporter {
     struct task **pending_tailp;
     size_t npending;
 
+    struct identity *id;
+    struct capacity *cap;
+    int64_t next_beat_us;
+
     long long (*per_queue)[C_COUNT]; /* scratch for one batch */
+    const char **ack_argv;           /* HDEL <in-flight> <id>...: scratch for one batch */
+    size_t ack_cap;
     char *stats_key;
     char *dead_key;
 };
 
-struct reporter *reporter_new(const struct config *conf)
+struct reporter *reporter_new(const struct config *conf, struct identity *id, struct capacity *cap)
 {
     struct reporter *rp = calloc(1, sizeof(*rp));
 
     if (rp == NULL)
         return NULL;
     rp->conf = conf;
+    rp->id = id;
+    rp->cap = cap;
     taskq_init(&rp->inbox, NULL, NULL);
     rconn_init(&rp->rc, &conf->redis, "reporter");
     rp->pending_tailp = &rp->pending;
@@ -65,6 +75,7 @@ void reporter_free(struct reporter *rp)
         return;
     taskq_destroy(&rp->inbox);
     free(rp->per_queue);
+    free(rp->ack_argv);
     free(rp->stats_key);
     free(rp->dead_key);
     free(rp);
@@ -186,6 +197,30 @@ static int append_hincrby(struct reporter *rp, const char *field, long long by)
     return 1;
 }
 
+/* at-least-once: one HDEL takes every task of the batch out of the in-flight hash, in the same
+ * transaction as its requeue or dead letter: a task is always somewhere. Returns whether it
+ * appended the command. */
+static bool append_ack(struct reporter *rp)
+{
+    size_t n = 2;
+
+    if (rp->conf->delivery != DELIVERY_AT_LEAST_ONCE)
+        return false;
+    if (rp->ack_cap < rp->npending + 2) {
+        const char **a = realloc(rp->ack_argv, (rp->npending + 2) * sizeof(*a));
+        if (a == NULL)
+            return false; /* left in flight: requeued by the next start; at worst it runs twice */
+        rp->ack_argv = a;
+        rp->ack_cap = rp->npending + 2;
+    }
+    rp->ack_argv[0] = "HDEL";
+    rp->ack_argv[1] = rp->id->inflight_key;
+    for (struct task *t = rp->pending; t != NULL; t = t->next)
+        rp->ack_argv[n++] = t->id;
+    append(rp, (int)n, rp->ack_argv, NULL);
+    return true;
+}
+
 /* Queues the batch's commands inside MULTI/EXEC; returns how many replies EXEC's precede. */
 static int append_batch(struct reporter *rp)
 {
@@ -195,6 +230,8 @@ static int append_batch(struct reporter *rp)
 
     memset(rp->per_queue, 0, (size_t)rp->conf->nqueues * sizeof(*rp->per_queue));
     append(rp, 1, multi, NULL);
+    if (append_ack(rp))
+        queued++;
     for (struct task *t = rp->pending; t != NULL; t = t->next) {
         count(rp, t, total);
         if (t->outcome == OUTCOME_REQUEUED) {
@@ -261,6 +298,13 @@ static void free_pending(struct reporter *rp, bool lost)
     struct task *t, *next;
     char shown[256];
 
+    if (lost && rp->conf->delivery == DELIVERY_AT_LEAST_ONCE) {
+        log_warn("%zu finished task(s) could not be recorded in redis; they stay in this "
+                 "worker's in-flight hash and run again after its restart, or once another "
+                 "worker finds its heartbeat expired",
+                 rp->npending);
+        lost = false;
+    }
     for (t = rp->pending; t != NULL; t = next) {
         next = t->next;
         if (lost && (t->outcome == OUTCOME_REQUEUED || t->outcome == OUTCOME_INVALID))
@@ -284,14 +328,35 @@ static void take(struct reporter *rp, struct task *batch)
     }
 }
 
+/* Milliseconds the loop may wait for completions: until the next heartbeat, or the next
+ * connection attempt while something waits to be recorded. */
+static int wait_ms(struct reporter *rp)
+{
+    int64_t beat = (rp->next_beat_us - clock_mono_us() + 999) / 1000;
+    int ms = beat < 0 ? 0 : (int)beat;
+
+    if (rp->npending > 0 && rconn_wait_ms(&rp->rc) < ms)
+        ms = rconn_wait_ms(&rp->rc);
+    return ms;
+}
+
+static void beat_if_due(struct reporter *rp)
+{
+    if (clock_mono_us() < rp->next_beat_us || rconn_try(&rp->rc) < 0)
+        return;
+    if (identity_beat(rp->id, &rp->rc, capacity_used(rp->cap)) == 0)
+        rp->next_beat_us = clock_mono_us() + (int64_t)identity_beat_interval_ms(rp->id) * 1000;
+}
+
 static void *reporter_main(void *arg)
 {
     struct reporter *rp = arg;
     int64_t give_up_us = 0;
     bool closed = false;
 
+    rp->next_beat_us = clock_mono_us() + (int64_t)identity_beat_interval_ms(rp->id) * 1000;
     for (;;) {
-        int timeout = rp->npending == 0 ? -1 : rconn_wait_ms(&rp->rc);
+        int timeout = wait_ms(rp);
         struct task *batch;
 
         if (closed) {
@@ -299,7 +364,7 @@ static void *reporter_main(void *arg)
             struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000};
             nanosleep(&ts, NULL);
             batch = NULL;
-        } else if (rp->npending > 0 && timeout == 0) {
+        } else if (timeout == 0) {
             batch = taskq_take_all(&rp->inbox, &closed);
         } else {
             batch = taskq_wait_all(&rp->inbox, timeout, &closed);
@@ -307,6 +372,7 @@ static void *reporter_main(void *arg)
         take(rp, batch);
         if (rp->npending > 0 && rconn_try(&rp->rc) == 0 && record_pending(rp) == 0)
             free_pending(rp, false);
+        beat_if_due(rp);
         if (!closed)
             continue;
         if (rp->npending == 0)
@@ -320,6 +386,7 @@ static void *reporter_main(void *arg)
             break;
         }
     }
+    identity_release(rp->id, &rp->rc);
     rconn_close(&rp->rc);
     return NULL;
 }

@@ -8,7 +8,12 @@
 struct reporter;
 struct taskq;
 
-struct reporter *reporter_new(const struct config *conf);
+struct capacity;
+struct identity;
+
+/* The reporter also keeps the worker's heartbeat (with the in-flight count from cap) and runs
+ * the reaper. */
+struct reporter *reporter_new(const struct config *conf, struct identity *id, struct capacity *cap);
 void reporter_free(struct reporter *rp);
 /* Where the loop hands finished tasks over; the loop closes it when it ends, and the reporter
  * thread ends once everything it got is recorded (or, with Redis away at shutdown, given up

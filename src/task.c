@@ -34,7 +34,13 @@ static uint64_t next_id(void)
     return mix64(id_base + atomic_fetch_add(&id_counter, 1));
 }
 
-struct task *task_new(const struct queue_conf *queue, const char *payload, size_t len)
+void task_make_id(char *out)
+{
+    snprintf(out, TASK_ID_LEN + 1, "%016llx", (unsigned long long)next_id());
+}
+
+struct task *task_new_with_id(const struct queue_conf *queue, const char *payload, size_t len,
+                              const char *id)
 {
     struct task *t = malloc(sizeof(*t) + len);
 
@@ -46,8 +52,17 @@ struct task *task_new(const struct queue_conf *queue, const char *payload, size_
     t->attempt = 1;
     t->len = len;
     memcpy(t->payload, payload, len);
-    snprintf(t->id, sizeof(t->id), "%016llx", (unsigned long long)next_id());
+    memcpy(t->id, id, TASK_ID_LEN);
+    t->id[TASK_ID_LEN] = '\0';
     return t;
+}
+
+struct task *task_new(const struct queue_conf *queue, const char *payload, size_t len)
+{
+    char id[TASK_ID_LEN + 1];
+
+    task_make_id(id);
+    return task_new_with_id(queue, payload, len, id);
 }
 
 void task_free(struct task *t)

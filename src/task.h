@@ -37,7 +37,12 @@ struct task {
     char payload[];             /* not NUL-terminated: payloads are binary-safe */
 };
 
+/* A task with a fresh id, or with the id given (already used as its in-flight key). */
 struct task *task_new(const struct queue_conf *queue, const char *payload, size_t len);
+struct task *task_new_with_id(const struct queue_conf *queue, const char *payload, size_t len,
+                              const char *id);
+/* Writes a fresh id: TASK_ID_LEN hex digits and a NUL. */
+void task_make_id(char *out);
 void task_free(struct task *task);
 
 const char *outcome_name(enum outcome outcome);

@@ -212,7 +212,7 @@ def test_sigterm_while_tasks_run_exits_promptly_and_requeues(redis, start_qworke
 def test_sigterm_while_idle_exits_at_once(redis, start_qworker):
     q = start_qworker(redis.port)
     q.wait_message("ready", 10)
-    wait_for(lambda: any(c.startswith(b"id=") and b"cmd=blmpop" in c
+    wait_for(lambda: any(c.startswith(b"id=") and b"cmd=blmove" in c
                          for c in redis("CLIENT", "LIST").split(b"\n")), 5, "a blocked fetch")
     t0 = time.monotonic()
     q.signal(signal.SIGTERM)

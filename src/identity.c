@@ -1,0 +1,216 @@
+#include "identity.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "clock.h"
+#include "log.h"
+#include "scripts.h"
+
+int identity_init(struct identity *id, const struct config *conf)
+{
+    unsigned char raw[16];
+    const char *prefix = conf->prefix, *wid = conf->worker_id;
+
+    memset(id, 0, sizeof(*id));
+    id->conf = conf;
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        return -1;
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(id->token + 2 * i, 3, "%02x", raw[i]);
+    gethostname(id->host, sizeof(id->host) - 1);
+    id->started = (long long)time(NULL);
+    if (asprintf(&id->hb_key, "%s:worker:%s", prefix, wid) < 0 ||
+        asprintf(&id->workers_key, "%s:workers", prefix) < 0 ||
+        asprintf(&id->inflight_key, "%s:inflight:%s", prefix, wid) < 0)
+        return -1;
+    return 0;
+}
+
+void identity_free(struct identity *id)
+{
+    free(id->hb_key);
+    free(id->workers_key);
+    free(id->inflight_key);
+}
+
+int identity_beat_interval_ms(const struct identity *id)
+{
+    return id->conf->heartbeat_ttl_ms / 3;
+}
+
+static char *heartbeat_value(const struct identity *id, long inflight)
+{
+    json_t *o = json_pack("{s:s, s:i, s:s, s:I, s:I, s:s}", "host", id->host, "pid", (int)getpid(),
+                          "version", QWORKER_VERSION, "started", (json_int_t)id->started,
+                          "inflight", (json_int_t)inflight, "token", id->token);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+    json_decref(o);
+    return s;
+}
+
+/* A heartbeat left by a process of this host that no longer runs: a crash or SIGKILL of a
+ * previous run, whose id we may take at once rather than waiting for the TTL. */
+static bool stale_local(const struct identity *id, const char *value, int *pid_out)
+{
+    json_t *o = json_loads(value, 0, NULL);
+    const char *host = NULL;
+    char path[64], comm[32] = "";
+    int pid = 0;
+    bool stale = false;
+    FILE *f;
+
+    if (o == NULL || json_unpack(o, "{s:s, s:i}", "host", &host, "pid", &pid) < 0) {
+        json_decref(o);
+        return false;
+    }
+    *pid_out = pid;
+    if (strcmp(host, id->host) == 0 && pid != getpid()) {
+        snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+        f = fopen(path, "r");
+        if (f == NULL) {
+            stale = true;
+        } else {
+            /* The pid may have been reused by something that is not a qworker. */
+            stale = fgets(comm, sizeof(comm), f) == NULL || strncmp(comm, "qworker", 7) != 0;
+            fclose(f);
+        }
+    }
+    json_decref(o);
+    return stale;
+}
+
+static long long pttl(struct rconn *rc, const char *key)
+{
+    const char *argv[] = {"PTTL", key};
+    redisReply *reply = rconn_command(rc, 2, argv, NULL);
+    long long ms = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+
+    if (reply != NULL)
+        freeReplyObject(reply);
+    return ms;
+}
+
+/* One attempt: 1 claimed, 0 try again, -1 in use. */
+static int try_claim(struct identity *id, struct rconn *rc)
+{
+    const char *get[] = {"GET", id->hb_key};
+    redisReply *cur = rconn_command(rc, 2, get, NULL), *reply;
+    char *value, ttl[24], *seen;
+    int pid = 0, rc_ = 0;
+
+    if (cur == NULL)
+        return 0;
+    if (cur->type == REDIS_REPLY_STRING && !stale_local(id, cur->str, &pid)) {
+        long long left = pttl(rc, id->hb_key);
+        log_err("worker id %s is in use: its heartbeat (%s) is alive for %.1f s more. Another "
+                "qworker runs with this id; give this one another worker.id, or stop the other",
+                id->conf->worker_id, cur->str, left > 0 ? (double)left / 1000 : 0.0);
+        freeReplyObject(cur);
+        return -1;
+    }
+    if (cur->type == REDIS_REPLY_STRING)
+        log_notice("worker id %s was held by pid %d, which no longer runs: taking it over",
+                   id->conf->worker_id, pid);
+    seen = cur->type == REDIS_REPLY_STRING ? cur->str : "";
+    value = heartbeat_value(id, 0);
+    snprintf(ttl, sizeof(ttl), "%d", id->conf->heartbeat_ttl_ms);
+    {
+        const char *keys[] = {id->hb_key, id->workers_key, id->inflight_key};
+        const char *args[] = {value, ttl, id->conf->worker_id, seen};
+        reply = value ? script_run(rc, SCRIPT_CLAIM, 3, keys, NULL, 4, args, NULL) : NULL;
+    }
+    free(value);
+    freeReplyObject(cur);
+    if (reply == NULL)
+        return 0;
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0) {
+        if (reply->integer > 0)
+            log_notice("put %lld task(s) left in flight by a previous run of worker %s back at "
+                       "the front of their queues",
+                       reply->integer, id->conf->worker_id);
+        rc_ = 1;
+    }
+    freeReplyObject(reply);
+    return rc_;
+}
+
+enum claim_result identity_claim(struct identity *id, struct rconn *rc, const sigset_t *stop)
+{
+    for (;;) {
+        int r;
+
+        if (rconn_try(rc) == 0) {
+            r = try_claim(id, rc);
+            if (r != 0)
+                return r > 0 ? CLAIM_OK : CLAIM_IN_USE;
+        }
+        int ms = rconn_wait_ms(rc);
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        int sig = sigtimedwait(stop, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            return CLAIM_STOPPED;
+    }
+}
+
+static void reap(struct identity *id, struct rconn *rc)
+{
+    const char *keys[] = {id->workers_key};
+    const char *args[] = {id->conf->prefix, id->conf->worker_id};
+    redisReply *reply = script_run(rc, SCRIPT_REAP, 1, keys, NULL, 2, args, NULL);
+
+    if (reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i + 1 < reply->elements; i += 2)
+            log_warn("worker %s stopped sending heartbeats: put its %lld task(s) in flight back "
+                     "at the front of their queues",
+                     reply->element[i]->str, reply->element[i + 1]->integer);
+    freeReplyObject(reply);
+}
+
+int identity_beat(struct identity *id, struct rconn *rc, long inflight)
+{
+    char *value = heartbeat_value(id, inflight), ttl[24];
+    const char *keys[] = {id->hb_key, id->workers_key};
+    const char *args[] = {value, ttl, id->conf->worker_id, id->token};
+    redisReply *reply;
+
+    if (value == NULL)
+        return 0;
+    snprintf(ttl, sizeof(ttl), "%d", id->conf->heartbeat_ttl_ms);
+    reply = script_run(rc, SCRIPT_BEAT, 2, keys, NULL, 4, args, NULL);
+    free(value);
+    if (reply == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 && !id->lost) {
+        id->lost = true;
+        log_err("worker id %s now belongs to another process (this one missed its heartbeats): "
+                "its tasks may run twice; restart one of them with another worker.id",
+                id->conf->worker_id);
+    }
+    freeReplyObject(reply);
+    reap(id, rc);
+    return rc->c != NULL ? 0 : -1;
+}
+
+void identity_release(struct identity *id, struct rconn *rc)
+{
+    const char *keys[] = {id->hb_key, id->workers_key, id->inflight_key};
+    const char *args[] = {id->conf->worker_id, id->token};
+    redisReply *reply;
+
+    if (rconn_try(rc) < 0)
+        return;
+    reply = script_run(rc, SCRIPT_RELEASE, 3, keys, NULL, 2, args, NULL);
+    if (reply != NULL)
+        freeReplyObject(reply);
+}

@@ -1,0 +1,42 @@
+/* This worker's identity in Redis: its id, heartbeat key (with a TTL) and registry entry. The id
+ * is claimed at start (refusing if a live process holds it), kept alive by the reporter's
+ * heartbeat, and given back at a clean exit. The heartbeat also drives the reaper, which requeues
+ * the in-flight tasks of workers whose heartbeat expired. */
+#ifndef QWORKER_IDENTITY_H
+#define QWORKER_IDENTITY_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "redis.h"
+
+struct identity {
+    const struct config *conf;
+    char token[33];
+    char host[256];
+    long long started; /* unix seconds */
+    char *hb_key;
+    char *workers_key;
+    char *inflight_key;
+    bool lost; /* another process holds our id: said once */
+};
+
+int identity_init(struct identity *id, const struct config *conf);
+void identity_free(struct identity *id);
+
+enum claim_result { CLAIM_OK, CLAIM_IN_USE, CLAIM_STOPPED };
+
+/* On the main thread before the workers start: waits for Redis (returning CLAIM_STOPPED if one
+ * of stop_signals arrives meanwhile), takes the id and requeues what a previous run of this id
+ * left in flight. */
+enum claim_result identity_claim(struct identity *id, struct rconn *rc, const sigset_t *stop);
+
+/* Refreshes the heartbeat, then reaps dead workers. Returns 0, or -1 if the connection was lost. */
+int identity_beat(struct identity *id, struct rconn *rc, long inflight);
+/* Milliseconds between heartbeats: a third of the TTL, so that two may be missed. */
+int identity_beat_interval_ms(const struct identity *id);
+void identity_release(struct identity *id, struct rconn *rc);
+
+#endif

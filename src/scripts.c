@@ -1,0 +1,177 @@
+#include "scripts.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* An in-flight entry is "<queue>\0<payload>": queue names cannot hold NUL, payloads can. */
+#define REQUEUE_FN                                                                                 \
+    "local function requeue_all(hash)\n"                                                          \
+    "  local all = redis.call('HGETALL', hash)\n"                                                 \
+    "  for i = 2, #all, 2 do\n"                                                                   \
+    "    local v = all[i]\n"                                                                      \
+    "    local z = string.find(v, '\\0', 1, true)\n"                                              \
+    "    redis.call('RPUSH', string.sub(v, 1, z - 1), string.sub(v, z + 1))\n"                    \
+    "  end\n"                                                                                     \
+    "  redis.call('DEL', hash)\n"                                                                 \
+    "  return #all / 2\n"                                                                         \
+    "end\n"
+
+/* Whether the heartbeat at key belongs to token (or is gone). */
+#define OURS_FN                                                                                    \
+    "local function ours(key, token)\n"                                                           \
+    "  local cur = redis.call('GET', key)\n"                                                      \
+    "  if not cur then return true end\n"                                                         \
+    "  local ok, hb = pcall(cjson.decode, cur)\n"                                                 \
+    "  return ok and type(hb) == 'table' and hb.token == token\n"                                 \
+    "end\n"
+
+static const char *const sources[SCRIPT_COUNT] = {
+    /* KEYS: in-flight hash, queue 1..N. ARGV: n, then n task ids. Returns a flat array of
+     * (queue index from 0, payload) pairs, in the order the ids were used. RPOP from the first
+     * non-empty queue first: strict priority. */
+    [SCRIPT_FETCH] =
+        "local n = tonumber(ARGV[1])\n"
+        "local out = {}\n"
+        "local got = 0\n"
+        "for q = 2, #KEYS do\n"
+        "  if got >= n then break end\n"
+        "  local items = redis.call('RPOP', KEYS[q], n - got)\n"
+        "  if items then\n"
+        "    for _, p in ipairs(items) do\n"
+        "      got = got + 1\n"
+        "      redis.call('HSET', KEYS[1], ARGV[1 + got], KEYS[q] .. '\\0' .. p)\n"
+        "      out[#out + 1] = q - 2\n"
+        "      out[#out + 1] = p\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
+
+    /* KEYS: heartbeat, workers set, in-flight hash. ARGV: heartbeat value (JSON with token), TTL
+     * in ms, id, the value the caller saw (or "" for none). Returns -1 if the heartbeat changed
+     * since the caller looked (someone else holds the id), else how many leftovers were put back
+     * at the front of their queues. */
+    [SCRIPT_CLAIM] =
+        REQUEUE_FN
+        "local cur = redis.call('GET', KEYS[1])\n"
+        "if (cur or '') ~= ARGV[4] then return -1 end\n"
+        "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+        "redis.call('SADD', KEYS[2], ARGV[3])\n"
+        "return requeue_all(KEYS[3])\n",
+
+    /* KEYS: heartbeat, workers set. ARGV: value, TTL in ms, id, token. 1 if refreshed, 0 if the
+     * id now belongs to another process. */
+    [SCRIPT_BEAT] =
+        OURS_FN
+        "if not ours(KEYS[1], ARGV[4]) then return 0 end\n"
+        "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+        "redis.call('SADD', KEYS[2], ARGV[3])\n"
+        "return 1\n",
+
+    /* KEYS: workers set. ARGV: key prefix, own id. Returns a flat array of (id, requeued) for
+     * each worker reaped. Keys are built here because which workers are dead is only known
+     * inside the script (fine on a single Redis; not for Cluster). */
+    [SCRIPT_REAP] =
+        REQUEUE_FN
+        "local out = {}\n"
+        "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+        "  if id ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. ':worker:' .. id) == 0 then\n"
+        "    local n = requeue_all(ARGV[1] .. ':inflight:' .. id)\n"
+        "    redis.call('SREM', KEYS[1], id)\n"
+        "    out[#out + 1] = id\n"
+        "    out[#out + 1] = n\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
+
+    /* KEYS: heartbeat, workers set, in-flight hash. ARGV: id, token. With nothing left in
+     * flight the id is given back at once; otherwise the heartbeat is left to expire so that
+     * another worker requeues what is left. */
+    [SCRIPT_RELEASE] =
+        OURS_FN
+        "if not ours(KEYS[1], ARGV[2]) then return 0 end\n"
+        "if redis.call('HLEN', KEYS[3]) > 0 then return 0 end\n"
+        "redis.call('DEL', KEYS[1])\n"
+        "redis.call('SREM', KEYS[2], ARGV[1])\n"
+        "return 1\n",
+};
+
+static const char *const names[SCRIPT_COUNT] = {"fetch", "claim", "beat", "reap", "release"};
+
+/* SHA1s are learnt from SCRIPT LOAD; Redis answers the same one to every thread. */
+static char shas[SCRIPT_COUNT][41];
+static pthread_mutex_t shas_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int load(struct rconn *r, enum script s, char *sha)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", sources[s]};
+    redisReply *reply = rconn_command(r, 3, argv, NULL);
+
+    if (reply == NULL)
+        return -1;
+    if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+        log_err("redis refused the %s script: %s", names[s],
+                reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        freeReplyObject(reply);
+        return -1;
+    }
+    memcpy(sha, reply->str, 41);
+    freeReplyObject(reply);
+    pthread_mutex_lock(&shas_mu);
+    memcpy(shas[s], sha, 41);
+    pthread_mutex_unlock(&shas_mu);
+    return 0;
+}
+
+redisReply *script_run(struct rconn *r, enum script s, int nkeys, const char **keys,
+                       const size_t *keylens, int nargs, const char **args, const size_t *arglens)
+{
+    int argc = 3 + nkeys + nargs;
+    const char **argv = malloc((size_t)argc * sizeof(*argv));
+    size_t *lens = malloc((size_t)argc * sizeof(*lens));
+    char sha[41], numkeys[16];
+    redisReply *reply = NULL;
+
+    if (argv == NULL || lens == NULL)
+        goto out;
+    pthread_mutex_lock(&shas_mu);
+    memcpy(sha, shas[s], sizeof(sha));
+    pthread_mutex_unlock(&shas_mu);
+    if (sha[0] == '\0' && load(r, s, sha) < 0)
+        goto out;
+    snprintf(numkeys, sizeof(numkeys), "%d", nkeys);
+    argv[0] = "EVALSHA";
+    argv[1] = sha;
+    argv[2] = numkeys;
+    for (int i = 0; i < 3; i++)
+        lens[i] = strlen(argv[i]);
+    for (int i = 0; i < nkeys; i++) {
+        argv[3 + i] = keys[i];
+        lens[3 + i] = keylens ? keylens[i] : strlen(keys[i]);
+    }
+    for (int i = 0; i < nargs; i++) {
+        argv[3 + nkeys + i] = args[i];
+        lens[3 + nkeys + i] = arglens ? arglens[i] : strlen(args[i]);
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        reply = rconn_command(r, argc, argv, lens);
+        if (reply == NULL || reply->type != REDIS_REPLY_ERROR ||
+            strncmp(reply->str, "NOSCRIPT", 8) != 0)
+            break;
+        /* The server restarted or was flushed: teach it the script again. */
+        freeReplyObject(reply);
+        reply = NULL;
+        if (load(r, s, sha) < 0)
+            break;
+    }
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        log_err("redis: the %s script failed: %s", names[s], reply->str);
+out:
+    free(argv);
+    free(lens);
+    return reply;
+}

@@ -1,0 +1,23 @@
+/* The Lua scripts that make delivery atomic in Redis: each runs as one step, so that a task is
+ * always in exactly one place (its queue, or one worker's in-flight hash). */
+#ifndef QWORKER_SCRIPTS_H
+#define QWORKER_SCRIPTS_H
+
+#include "redis.h"
+
+enum script {
+    SCRIPT_FETCH,   /* queues (priority order) -> in-flight hash, up to n tasks */
+    SCRIPT_CLAIM,   /* take a worker id at start and requeue its leftovers */
+    SCRIPT_BEAT,    /* refresh the heartbeat, if the id is still ours */
+    SCRIPT_REAP,    /* requeue the in-flight tasks of workers whose heartbeat expired */
+    SCRIPT_RELEASE, /* give the id back at a clean exit */
+    SCRIPT_COUNT
+};
+
+/* Runs a script by its SHA1, loading it first if Redis does not know it (a new or restarted
+ * server). keys and args are counted separately, as EVALSHA wants them. Returns the reply or NULL
+ * (connection lost, already handled by rconn). */
+redisReply *script_run(struct rconn *r, enum script s, int nkeys, const char **keys,
+                       const size_t *keylens, int nargs, const char **args, const size_t *arglens);
+
+#endif
