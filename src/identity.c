@@ -143,6 +143,24 @@ static int try_claim(struct identity *id, struct rconn *rc)
     return rc_;
 }
 
+/* A Redis that may evict keys may evict queues and in-flight hashes. CONFIG may be refused by
+ * an ACL: then there is nothing to say. */
+static void warn_if_evicting(struct rconn *rc)
+{
+    const char *argv[] = {"CONFIG", "GET", "maxmemory-policy"};
+    redisReply *reply = rconn_command(rc, 3, argv, NULL);
+
+    if (reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        strcmp(reply->element[1]->str, "noeviction") != 0)
+        log_warn("redis maxmemory-policy is %s: under memory pressure Redis may evict queues and "
+                 "in-flight tasks; set it to noeviction",
+                 reply->element[1]->str);
+    freeReplyObject(reply);
+}
+
 enum claim_result identity_claim(struct identity *id, struct rconn *rc, const sigset_t *stop)
 {
     for (;;) {
@@ -150,6 +168,8 @@ enum claim_result identity_claim(struct identity *id, struct rconn *rc, const si
 
         if (rconn_try(rc) == 0) {
             r = try_claim(id, rc);
+            if (r > 0)
+                warn_if_evicting(rc);
             if (r != 0)
                 return r > 0 ? CLAIM_OK : CLAIM_IN_USE;
         }

@@ -143,6 +143,45 @@ static void stop_threads(struct daemon *d, const sigset_t *set)
     loop_join(d->loop);
 }
 
+/* Everything between a valid config and exit; returns the exit status. */
+static int run(struct daemon *d, const sigset_t *set)
+{
+    int status = 0;
+
+    if (evthread_use_pthreads() < 0) {
+        log_err("libevent has no pthreads support");
+        return 1;
+    }
+    /* Logged before the threads exist, which also opens the journal socket on this thread:
+     * libsystemd opens it lazily, in a way ThreadSanitizer cannot see is safe. */
+    log_starting(d->conf);
+    if (identity_init(&d->id, d->conf) < 0) {
+        log_err("cannot set up the worker identity: out of memory or no random source");
+        return 1;
+    }
+    switch (claim_id(d, set)) {
+    case CLAIM_OK:
+        break;
+    case CLAIM_IN_USE:
+        return EXIT_ID_IN_USE;
+    case CLAIM_STOPPED:
+        log_notice("stopped before redis answered");
+        return 0;
+    }
+    if (start_threads(d) < 0) {
+        status = 1;
+    } else {
+        wait_for_stop(set);
+        stop_threads(d, set);
+        log_notice("stopped");
+    }
+    consumer_free(d->consumer);
+    loop_free(d->loop);
+    reporter_free(d->reporter);
+    capacity_destroy(&d->cap);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -158,7 +197,7 @@ int main(int argc, char **argv)
     struct config *conf;
     char err[1024];
     sigset_t set;
-    int c;
+    int c, status;
 
     while ((c = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
         switch (c) {
@@ -205,36 +244,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    if (evthread_use_pthreads() < 0) {
-        log_err("libevent has no pthreads support");
-        return 1;
-    }
-    /* Logged before the threads exist, which also opens the journal socket on this thread:
-     * libsystemd opens it lazily, in a way ThreadSanitizer cannot see is safe. */
-    log_starting(conf);
-    if (identity_init(&d.id, conf) < 0) {
-        log_err("cannot set up the worker identity: out of memory or no random source");
-        return 1;
-    }
-    switch (claim_id(&d, &set)) {
-    case CLAIM_OK:
-        break;
-    case CLAIM_IN_USE:
-        return EXIT_ID_IN_USE;
-    case CLAIM_STOPPED:
-        log_notice("stopped before redis answered");
-        return 0;
-    }
-    if (start_threads(&d) < 0)
-        return 1;
-    wait_for_stop(&set);
-    stop_threads(&d, &set);
-    consumer_free(d.consumer);
-    loop_free(d.loop);
-    reporter_free(d.reporter);
-    capacity_destroy(&d.cap);
+    status = run(&d, &set);
     identity_free(&d.id);
-    log_notice("stopped");
     config_free(conf);
-    return 0;
+    return status;
 }

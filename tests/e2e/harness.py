@@ -221,6 +221,7 @@ class Qworker:
         self.config = config
         self.stderr_path = os.path.join(workdir, f"{name}.stderr")
         self.proc = None
+        self.accepted_exits = {0, -signal.SIGKILL}  # what teardown accepts once it has exited
 
     def start(self):
         self.stderr = open(self.stderr_path, "wb")

@@ -26,8 +26,9 @@ def push(redis, *payloads, queue="queue"):
     return t
 
 
-def test_original_example_5_3_1(redis, start_qworker):
-    q = start_qworker(redis.port)
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_original_example_5_3_1(redis, start_qworker, delivery):
+    q = start_qworker(redis.port, worker={"delivery": delivery})
     q.wait_message("ready", 10)
     pushed = push(redis, 5, 3, 1)
     done = q.wait_completions(3, 10)
@@ -191,8 +192,10 @@ def test_missing_config_file_exits_78(workdir):
     assert r.returncode == 78 and "absent.conf:0: cannot read" in r.stderr
 
 
-def test_sigterm_while_tasks_run_exits_promptly_and_requeues(redis, start_qworker):
-    q = start_qworker(redis.port, worker={"shutdown_timeout": 1, "concurrency": 3})
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_sigterm_while_tasks_run_exits_promptly_and_requeues(redis, start_qworker, delivery):
+    q = start_qworker(redis.port,
+                      worker={"shutdown_timeout": 1, "concurrency": 3, "delivery": delivery})
     q.wait_message("ready", 10)
     push(redis, 30, 30, 30)
     wait_for(lambda: redis("LLEN", "queue") == 0, 5, "the tasks to be taken")
@@ -209,10 +212,12 @@ def test_sigterm_while_tasks_run_exits_promptly_and_requeues(redis, start_qworke
     assert len(requeued) == 3 and all(e["PRIORITY"] == "5" for e in requeued)
 
 
-def test_sigterm_while_idle_exits_at_once(redis, start_qworker):
-    q = start_qworker(redis.port)
+@pytest.mark.parametrize("delivery,command", [("at-least-once", b"cmd=blmove"),
+                                              ("at-most-once", b"cmd=blmpop")])
+def test_sigterm_while_idle_exits_at_once(redis, start_qworker, delivery, command):
+    q = start_qworker(redis.port, worker={"delivery": delivery})
     q.wait_message("ready", 10)
-    wait_for(lambda: any(c.startswith(b"id=") and b"cmd=blmove" in c
+    wait_for(lambda: any(c.startswith(b"id=") and command in c
                          for c in redis("CLIENT", "LIST").split(b"\n")), 5, "a blocked fetch")
     t0 = time.monotonic()
     q.signal(signal.SIGTERM)

@@ -1,0 +1,199 @@
+"""At-least-once delivery (issue 3): no task vanishes on SIGKILL, a dead worker, a Redis restart,
+a killed connection, a deploy (SIGTERM), or a duplicate worker id. Every test ends by checking that
+every store is empty: the queue, every in-flight hash, the dead list."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from harness import SLOW, RedisServer, wait_for
+
+QUIET = {"level": "notice"}  # no line per task: these tests count with the stats
+
+
+def stats(redis):
+    flat = redis("HGETALL", "qworker:stats")
+    return {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2])}
+
+
+def push_many(redis, payloads, queue="queue", chunk=10000):
+    c = redis.client()
+    for i in range(0, len(payloads), chunk):
+        c.send("LPUSH", queue, *payloads[i:i + chunk])
+    for i in range(0, len(payloads), chunk):
+        c._reply()
+
+
+def inflight_keys(redis):
+    return redis("KEYS", "qworker:inflight:*")
+
+
+def assert_all_stores_empty(redis, queues=("queue",)):
+    for q in queues:
+        assert redis("LLEN", q) == 0, f"queue {q} still holds tasks"
+    assert inflight_keys(redis) == [], "an in-flight hash still holds tasks"
+    assert redis("LLEN", "qworker:dead") == 0, "tasks were dead-lettered"
+
+
+def wait_succeeded(redis, n, timeout):
+    return wait_for(lambda: stats(redis).get("succeeded", 0) >= n, timeout,
+                    f"{n} tasks to succeed", interval=0.1)
+
+
+def test_sigkill_with_2000_in_flight_then_restart_loses_nothing(redis, start_qworker):
+    worker = {"concurrency": 2000, "fetch_batch": 500, "id": "w1"}
+    q = start_qworker(redis.port, worker=worker, log=QUIET)
+    push_many(redis, ["0.5"] * 20000)
+    wait_for(lambda: redis("HLEN", "qworker:inflight:w1") == 2000, 10, "2,000 tasks in flight")
+    q.signal(signal.SIGKILL)
+    q.wait_exit(5)
+    assert redis("HLEN", "qworker:inflight:w1") > 0  # the crash left tasks behind
+    before = stats(redis).get("succeeded", 0)
+    assert before < 20000
+    q2 = start_qworker(redis.port, name="restarted", worker=worker, log=QUIET)
+    wait_succeeded(redis, 20000, 60)
+    wait_for(lambda: inflight_keys(redis) == [] or redis("HLEN", "qworker:inflight:w1") == 0, 10,
+             "the last acks")
+    assert q2.stop() == 0
+    assert_all_stores_empty(redis)
+    assert any("left in flight by a previous run" in e["MESSAGE"] for e in q2.journal())
+
+
+def test_survivor_requeues_a_dead_workers_tasks_within_three_ttls(redis, start_qworker):
+    ttl = 2
+    a = start_qworker(redis.port, name="a", log=QUIET,
+                      worker={"id": "a", "concurrency": 20, "heartbeat_ttl": ttl})
+    b = start_qworker(redis.port, name="b", log=QUIET,
+                      worker={"id": "b", "concurrency": 20, "heartbeat_ttl": ttl})
+    push_many(redis, ["1"] * 200)
+    wait_for(lambda: redis("HLEN", "qworker:inflight:b") > 0, 10, "worker b to hold tasks")
+    b.signal(signal.SIGKILL)
+    killed = time.monotonic()
+    b.wait_exit(5)
+    wait_for(lambda: redis("EXISTS", "qworker:inflight:b") == 0, 3 * ttl + 1,
+             "worker a to requeue worker b's tasks")
+    took = time.monotonic() - killed
+    assert took <= 3 * ttl * SLOW, f"requeued {took:.1f} s after the kill (TTL {ttl} s)"
+    assert any("worker b stopped sending heartbeats" in e["MESSAGE"] for e in a.journal())
+    assert redis("SISMEMBER", "qworker:workers", "b") == 0
+    wait_succeeded(redis, 200, 30)
+    assert a.stop() == 0
+    assert_all_stores_empty(redis)
+
+
+def test_redis_killed_and_restarted_mid_run(workdir, start_qworker):
+    redis = RedisServer(workdir, extra=["--appendonly", "yes", "--appendfsync", "always"]).start()
+    try:
+        q = start_qworker(redis.port, log=QUIET, worker={"concurrency": 50})
+        q.wait_message("ready", 10)
+        push_many(redis, ["1"] * 200)
+        wait_for(lambda: stats(redis).get("succeeded", 0) >= 50, 10, "the first wave")
+        redis.proc.kill()  # SIGKILL: no chance to save anything but the AOF
+        redis.proc.wait()
+        redis._client = None
+        q.wait_message("unreachable", 10)
+        redis.start()
+        back = time.monotonic()
+        q.wait_message("reachable again", 5)
+        took = time.monotonic() - back
+        assert took <= 2.0 * SLOW, f"reconnected {took:.2f} s after redis was back"
+        wait_succeeded(redis, 200, 30)
+        lines = [e["MESSAGE"] for e in q.journal()]
+        assert sum("unreachable" in m for m in lines) == 1, lines
+        assert sum("reachable again" in m for m in lines) == 1, lines
+        assert q.stop() == 0
+        assert_all_stores_empty(redis)
+    finally:
+        redis.stop()
+
+
+def test_sigterm_puts_500_running_tasks_back_at_the_front(redis, start_qworker):
+    q = start_qworker(redis.port, log=QUIET,
+                      worker={"concurrency": 500, "shutdown_timeout": 2, "id": "w"})
+    push_many(redis, ["30"] * 500)
+    wait_for(lambda: redis("HLEN", "qworker:inflight:w") == 500, 10, "500 tasks in flight")
+    push_many(redis, ["40"] * 10)  # waiting: no free capacity
+    t0 = time.monotonic()
+    q.signal(signal.SIGTERM)
+    assert q.wait_exit(5) == 0
+    took = time.monotonic() - t0
+    assert took <= 3.0, f"exit took {took:.2f} s with shutdown_timeout = 2"
+    # The right end is popped first: the 500 interrupted tasks are ahead of the 10 waiting.
+    assert redis("LRANGE", "queue", 0, -1) == [b"40"] * 10 + [b"30"] * 500
+    assert inflight_keys(redis) == []
+    assert redis("EXISTS", "qworker:worker:w") == 0  # the id was given back
+    assert stats(redis)["requeued"] == 500
+
+
+@pytest.mark.skipif(SLOW > 1, reason="a load test: measured on the plain build only")
+def test_100000_tasks_in_flight_at_once(redis, start_qworker):
+    q = start_qworker(redis.port, log=QUIET,
+                      worker={"concurrency": 100000, "fetch_batch": 1000, "id": "big"})
+    q.wait_message("ready", 10)
+    t0 = time.monotonic()
+    push_many(redis, ["2"] * 100000)
+    wait_succeeded(redis, 100000, 30)
+    took = time.monotonic() - t0
+    assert took <= 10, f"100,000 tasks of 2 s took {took:.2f} s from the push"
+    wait_for(lambda: inflight_keys(redis) == [], 5, "the last acks")
+    assert_all_stores_empty(redis)
+
+
+@pytest.mark.parametrize("victim", ["qworker-consumer", "qworker-reporter", "qworker-waiter"])
+def test_client_kill_of_any_connection_loses_nothing(redis, start_qworker, victim):
+    q = start_qworker(redis.port, log=QUIET, worker={"concurrency": 20})
+    q.wait_message("ready", 10)
+    push_many(redis, ["0.5"] * 100)
+
+    def victim_ids():
+        return [line.split(b" ")[0][3:] for line in redis("CLIENT", "LIST").split(b"\n")
+                if f"name={victim} ".encode() in line]
+
+    wait_for(lambda: stats(redis).get("succeeded", 0) >= 20, 10, "the first wave")
+    ids = wait_for(victim_ids, 5, f"a connection named {victim}")
+    for cid in ids:
+        redis("CLIENT", "KILL", "ID", cid)
+    wait_succeeded(redis, 100, 30)
+    wait_for(lambda: inflight_keys(redis) == [], 5, "the last acks")
+    assert q.proc.poll() is None
+    assert q.stop() == 0
+    assert_all_stores_empty(redis)
+
+
+def test_second_worker_with_the_same_id_is_refused_until_the_first_is_gone(redis, start_qworker):
+    ttl = 2
+    worker = {"id": "same", "concurrency": 10, "heartbeat_ttl": ttl}
+    first = start_qworker(redis.port, name="first", worker=worker, log=QUIET)
+    first.wait_message("ready", 10)
+    push_many(redis, ["30"] * 5)
+    wait_for(lambda: redis("HLEN", "qworker:inflight:same") == 5, 5, "five tasks in flight")
+    second = start_qworker(redis.port, name="second", worker=worker, log=QUIET)
+    second.accepted_exits.add(75)
+    assert second.wait_exit(10) == 75
+    refusal = [e["MESSAGE"] for e in second.journal() if e.get("PRIORITY") == "3"]
+    assert any("worker id same is in use" in m for m in refusal), refusal
+    assert redis("HLEN", "qworker:inflight:same") == 5  # untouched by the refused one
+    first.signal(signal.SIGKILL)
+    first.wait_exit(5)
+    wait_for(lambda: redis("EXISTS", "qworker:worker:same") == 0, ttl + 2, "the heartbeat to expire")
+    third = start_qworker(redis.port, name="third", log=QUIET,
+                          worker={**worker, "shutdown_timeout": 0})
+    third.wait_message("left in flight by a previous run", 10)
+    wait_for(lambda: redis("HLEN", "qworker:inflight:same") == 5 and redis("LLEN", "queue") == 0,
+             5, "the leftovers to run again")
+    assert third.stop() == 0
+    assert redis("LLEN", "queue") == 5  # stopped at once and put back: still nothing lost
+    assert inflight_keys(redis) == []
+
+
+def test_warns_when_redis_may_evict_tasks(workdir, start_qworker):
+    redis = RedisServer(workdir, extra=["--maxmemory-policy", "allkeys-lru"]).start()
+    try:
+        q = start_qworker(redis.port)
+        warned = q.wait_message("maxmemory-policy is allkeys-lru", 10)
+        assert warned[0]["PRIORITY"] == "4"
+        assert q.stop() == 0
+    finally:
+        redis.stop()
