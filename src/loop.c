@@ -160,6 +160,9 @@ static void start_task(struct loop *loop, struct task *t)
     }
     t->started_real_us = clock_real_us();
     t->started_mono_us = clock_mono_us();
+    /* libevent measures timeouts from its cached time, which was taken before this batch began:
+     * refresh it after the start time, so that a task never ends before its duration. */
+    event_base_update_cache_time(loop->base);
     if (handler_ops(t->handler->type)->start(loop, t) < 0) {
         finish(loop, t, OUTCOME_INVALID);
         return;
