@@ -2,6 +2,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 char *base64_encode(const void *data, size_t len)
 {
@@ -24,5 +25,44 @@ char *base64_encode(const void *data, size_t len)
         out[o++] = i + 2 < len ? tbl[v & 63] : '=';
     }
     out[o] = '\0';
+    return out;
+}
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+void *base64_decode(const char *text, size_t *len)
+{
+    size_t n = strlen(text), o = 0;
+    unsigned char *out;
+    uint32_t acc = 0;
+    int bits = 0;
+
+    if (n % 4 != 0 || (out = malloc(n / 4 * 3 + 1)) == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value((unsigned char)text[i]);
+        if (text[i] == '=' && i >= n - 2)
+            break;
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    *len = o;
     return out;
 }

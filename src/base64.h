@@ -6,5 +6,7 @@
 
 /* Returns a malloc'ed NUL-terminated string, or NULL if out of memory. */
 char *base64_encode(const void *data, size_t len);
+/* Returns the malloc'ed bytes and their number in len, or NULL if text is not base64. */
+void *base64_decode(const char *text, size_t *len);
 
 #endif

@@ -27,9 +27,13 @@ static const char *const redis_names[] = {
     "password", "connect_timeout", "command_timeout", NULL};
 static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
                                            "delivery", "prefix",           "shutdown_timeout",
-                                           "heartbeat_ttl", NULL};
+                                           "heartbeat_ttl", "max_payload", NULL};
 static const char *const queue_names[] = {"name", "handler", NULL};
 static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
+static const char *const exec_names[] = {
+    "name",    "type",        "command",     "args",        "env",        "cwd",
+    "timeout", "kill_grace",  "max_attempts", "backoff",    "backoff_max", "concurrency",
+    "max_output", "max_line", NULL};
 static const char *const log_names[] = {"level", "target", NULL};
 
 static int fail(struct parse *p, const config_setting_t *s, const char *fmt, ...)
@@ -253,6 +257,7 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         get_string(p, g, "prefix", "qworker", &c->prefix) < 0 ||
         get_seconds(p, g, "shutdown_timeout", 0, 86400, 30, &c->shutdown_timeout) < 0 ||
         get_seconds(p, g, "heartbeat_ttl", 1, 3600, 15, &ttl) < 0 ||
+        get_int(p, g, "max_payload", 16, 512 << 20, 1 << 20, &c->max_payload) < 0 ||
         get_string(p, g, "delivery", "at-least-once", &delivery) < 0)
         return -1;
     c->heartbeat_ttl_ms = (int)(ttl * 1000);
@@ -268,6 +273,100 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
     return 0;
 }
 
+/* command = ["/abs/program", "fixed", "args"]: a whitelist entry, so the program must exist. */
+static int parse_command(struct parse *p, const config_setting_t *h, struct handler_conf *out)
+{
+    const config_setting_t *cmd = config_setting_get_member(h, "command");
+    int n;
+
+    if (cmd == NULL)
+        return fail(p, h, "exec handler '%s' needs a 'command' = [\"/path/to/program\", ...]",
+                    out->name);
+    n = config_setting_length(cmd);
+    if (!(config_setting_is_array(cmd) || config_setting_is_list(cmd)) || n == 0)
+        return fail(p, cmd, "'command' must be a non-empty list of strings");
+    out->argv = calloc((size_t)n + 1, sizeof(*out->argv));
+    if (out->argv == NULL)
+        return fail(p, cmd, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(cmd, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING)
+            return fail(p, cmd, "'command' must be a list of strings");
+        out->argv[i] = strdup(config_setting_get_string(e));
+        out->argc = i + 1;
+        if (out->argv[i] == NULL)
+            return fail(p, cmd, "out of memory");
+    }
+    if (out->argv[0][0] != '/')
+        return fail(p, cmd, "'command' must start with an absolute path, not \"%s\" (no PATH "
+                            "search, no shell)", out->argv[0]);
+    if (access(out->argv[0], X_OK) != 0)
+        return fail(p, cmd, "'command': %s is not an executable file: %s", out->argv[0],
+                    strerror(errno));
+    return 0;
+}
+
+/* env = { LANG = "C.UTF-8"; }: the child's whole environment, with the QWORKER_* variables
+ * qworker adds. PATH is /usr/local/bin:/usr/bin:/bin unless given. */
+static int parse_env(struct parse *p, const config_setting_t *h, struct handler_conf *out)
+{
+    const config_setting_t *env = config_setting_get_member(h, "env");
+    int n = env ? config_setting_length(env) : 0, k = 0;
+    bool has_path = false;
+
+    if (env != NULL && !config_setting_is_group(env))
+        return fail(p, env, "'env' must be a group: env = { NAME = \"value\"; };");
+    out->env = calloc((size_t)n + 2, sizeof(*out->env));
+    if (out->env == NULL)
+        return fail(p, env, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(env, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING)
+            return fail(p, e, "environment variable '%s' must be a string", config_setting_name(e));
+        if (strncmp(config_setting_name(e), "QWORKER_", 8) == 0)
+            return fail(p, e, "'%s': QWORKER_* variables are set by qworker",
+                        config_setting_name(e));
+        has_path = has_path || strcmp(config_setting_name(e), "PATH") == 0;
+        if (asprintf(&out->env[k++], "%s=%s", config_setting_name(e),
+                     config_setting_get_string(e)) < 0)
+            return fail(p, e, "out of memory");
+    }
+    if (!has_path && (out->env[k++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin")) == NULL)
+        return fail(p, env, "out of memory");
+    return 0;
+}
+
+static int parse_exec(struct parse *p, const config_setting_t *h, struct handler_conf *out)
+{
+    char *args;
+    int max_bytes = 64 << 20;
+
+    if (check_known(p, h, "an exec handler", exec_names) < 0 || parse_command(p, h, out) < 0 ||
+        parse_env(p, h, out) < 0 || get_string(p, h, "cwd", "/", &out->cwd) < 0 ||
+        get_seconds(p, h, "timeout", 0.001, 31536000, 60, &out->timeout) < 0 ||
+        get_seconds(p, h, "kill_grace", 0, 3600, 5, &out->kill_grace) < 0 ||
+        get_int(p, h, "max_attempts", 1, 1000, 3, &out->max_attempts) < 0 ||
+        get_seconds(p, h, "backoff", 0, 86400, 1, &out->backoff) < 0 ||
+        get_seconds(p, h, "backoff_max", 0, 31536000, 300, &out->backoff_max) < 0 ||
+        get_int(p, h, "concurrency", 0, 10000000, 0, &out->concurrency) < 0 ||
+        get_int(p, h, "max_output", 0, max_bytes, 64 << 10, &out->max_output) < 0 ||
+        get_int(p, h, "max_line", 16, 1 << 20, 1024, &out->max_line) < 0 ||
+        get_string(p, h, "args", "argv", &args) < 0)
+        return -1;
+    if (strcmp(args, "argv") == 0 || strcmp(args, "stdin") == 0) {
+        out->args_stdin = args[0] == 's';
+        free(args);
+    } else {
+        fail(p, config_setting_get_member(h, "args"),
+             "'args' must be \"argv\" or \"stdin\", not \"%s\"", args);
+        free(args);
+        return -1;
+    }
+    if (out->cwd[0] != '/')
+        return fail(p, config_setting_get_member(h, "cwd"), "'cwd' must be an absolute path");
+    return 0;
+}
+
 static int parse_handler(struct parse *p, const config_setting_t *h, struct handler_conf *out)
 {
     char *type;
@@ -280,10 +379,15 @@ static int parse_handler(struct parse *p, const config_setting_t *h, struct hand
     if (out->name == NULL || out->name[0] == '\0')
         return fail(p, h, "a handler needs a 'name'");
     if (type == NULL)
-        return fail(p, h, "handler '%s' needs a 'type' (\"sleep\")", out->name);
+        return fail(p, h, "handler '%s' needs a 'type' (\"sleep\" or \"exec\")", out->name);
+    if (strcmp(type, "exec") == 0) {
+        free(type);
+        out->type = HANDLER_EXEC;
+        return parse_exec(p, h, out);
+    }
     if (strcmp(type, "sleep") != 0) {
         fail(p, config_setting_get_member(h, "type"),
-             "handler '%s': unknown type \"%s\" (this version has \"sleep\")", out->name, type);
+             "handler '%s': unknown type \"%s\" (\"sleep\" or \"exec\")", out->name, type);
         free(type);
         return -1;
     }
@@ -491,8 +595,17 @@ void config_free(struct config *c)
     for (int i = 0; i < c->nqueues; i++)
         free(c->queues[i].name);
     free(c->queues);
-    for (int i = 0; i < c->nhandlers; i++)
-        free(c->handlers[i].name);
+    for (int i = 0; i < c->nhandlers; i++) {
+        struct handler_conf *h = &c->handlers[i];
+        free(h->name);
+        for (int k = 0; h->argv && h->argv[k]; k++)
+            free(h->argv[k]);
+        free(h->argv);
+        for (int k = 0; h->env && h->env[k]; k++)
+            free(h->env[k]);
+        free(h->env);
+        free(h->cwd);
+    }
     free(c->handlers);
     free(c);
 }

@@ -3,6 +3,7 @@
 #ifndef QWORKER_CONFIG_H
 #define QWORKER_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "log.h"
@@ -10,7 +11,7 @@
 #define CONFIG_EXIT_INVALID 78 /* EX_CONFIG, so that systemd's RestartPreventExitStatus=78 works */
 
 enum delivery { DELIVERY_AT_MOST_ONCE, DELIVERY_AT_LEAST_ONCE };
-enum handler_type { HANDLER_SLEEP };
+enum handler_type { HANDLER_SLEEP, HANDLER_EXEC };
 
 struct redis_conf {
     char *host;
@@ -27,6 +28,21 @@ struct handler_conf {
     char *name;
     enum handler_type type;
     double max_seconds; /* sleep */
+
+    /* exec */
+    char **argv; /* the command, NULL-terminated; the task's arguments follow it */
+    int argc;
+    bool args_stdin; /* the task's arguments go to stdin as JSON instead of argv */
+    char **env;      /* "KEY=value", NULL-terminated: the child's whole environment */
+    char *cwd;
+    double timeout;
+    double kill_grace;
+    int max_attempts;
+    double backoff;
+    double backoff_max;
+    int concurrency; /* 0: only the worker's own limit */
+    int max_output;  /* bytes of the child's output logged per task */
+    int max_line;    /* bytes of one output line logged */
 };
 
 struct queue_conf {
@@ -44,6 +60,7 @@ struct config {
     enum delivery delivery;
     double shutdown_timeout;
     int heartbeat_ttl_ms;
+    int max_payload;
     char *prefix;
 
     struct queue_conf *queues; /* in priority order */

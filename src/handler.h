@@ -9,8 +9,9 @@ struct loop;
 struct task;
 
 struct handler_ops {
-    /* Starts the task and arranges for loop_task_done() to be called when it ends. Returns -1,
-     * with task->reason filled, if the payload cannot run with this handler. */
+    /* Starts the task and arranges for loop_task_done() to be called when it ends. Returns -1
+     * if it could not start, with task->reason and task->outcome filled: OUTCOME_INVALID for a
+     * payload this handler cannot run, OUTCOME_FAILED for a failure worth another attempt. */
     int (*start)(struct loop *loop, struct task *task);
     /* Stops a running task at once (shutdown); loop_task_done() must not follow. */
     void (*cancel)(struct loop *loop, struct task *task);

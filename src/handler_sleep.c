@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <jansson.h>
 
 #include "loop.h"
 #include "task.h"
@@ -83,14 +84,42 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     loop_task_done(t->loop, t, OUTCOME_OK);
 }
 
+/* The seconds: the plain payload, or an envelope's "args" (a number, a string, or an array of
+ * one of either). */
+static int task_seconds(struct task *t, double *seconds)
+{
+    const json_t *a = t->args;
+    char text[64];
+
+    if (t->json == NULL)
+        return sleep_parse_seconds(t->payload, t->len, t->handler->max_seconds, seconds, t->reason,
+                                   sizeof(t->reason));
+    if (json_is_array(a) && json_array_size(a) == 1)
+        a = json_array_get(a, 0);
+    if (json_is_number(a)) {
+        snprintf(text, sizeof(text), "%.6f", json_number_value(a));
+        if (json_number_value(a) < 0)
+            return snprintf(t->reason, sizeof(t->reason), "negative number of seconds"), -1;
+        return sleep_parse_seconds(text, strlen(text), t->handler->max_seconds, seconds, t->reason,
+                                   sizeof(t->reason));
+    }
+    if (json_is_string(a))
+        return sleep_parse_seconds(json_string_value(a), json_string_length(a),
+                                   t->handler->max_seconds, seconds, t->reason, sizeof(t->reason));
+    snprintf(t->reason, sizeof(t->reason), "\"args\" must be a number of seconds for handler %s",
+             t->handler->name);
+    return -1;
+}
+
 static int sleep_start(struct loop *loop, struct task *t)
 {
     double seconds;
     struct timeval tv;
 
-    if (sleep_parse_seconds(t->payload, t->len, t->handler->max_seconds, &seconds, t->reason,
-                            sizeof(t->reason)) < 0)
+    if (task_seconds(t, &seconds) < 0) {
+        t->outcome = OUTCOME_INVALID;
         return -1;
+    }
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)llround((seconds - (double)tv.tv_sec) * 1e6);
     if (tv.tv_usec >= 1000000) {

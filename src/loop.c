@@ -13,6 +13,7 @@
 
 #include "capacity.h"
 #include "clock.h"
+#include "envelope.h"
 #include "handler.h"
 #include "log.h"
 #include "taskq.h"
@@ -42,6 +43,13 @@ struct loop {
     bool inbox_closed;
     LIST_HEAD(, task) running;
     size_t nrunning;
+
+    /* Per handler (indexed like conf->handlers): how many run, and those waiting for a slot
+     * under the handler's own concurrency limit, in arrival order. */
+    int *handler_running;
+    struct task **waiting_head;
+    struct task **waiting_tail;
+    size_t nwaiting;
 
     struct common_timeout timeouts[COMMON_TIMEOUTS_MAX];
     int ntimeouts;
@@ -86,7 +94,8 @@ const struct timeval *loop_timeout(struct loop *loop, const struct timeval *tv)
 
 static void maybe_exit(struct loop *loop)
 {
-    if (loop->stopping != STOP_NONE && loop->inbox_closed && loop->nrunning == 0)
+    if (loop->stopping != STOP_NONE && loop->inbox_closed && loop->nrunning == 0 &&
+        loop->nwaiting == 0)
         event_base_loopbreak(loop->base);
 }
 
@@ -99,11 +108,51 @@ static void finish(struct loop *loop, struct task *t, enum outcome outcome)
     taskq_push(loop->done, t);
 }
 
+static int handler_index(const struct loop *loop, const struct task *t)
+{
+    return (int)(t->handler - loop->conf->handlers);
+}
+
+static void run_task(struct loop *loop, struct task *t)
+{
+    t->started_real_us = clock_real_us();
+    t->started_mono_us = clock_mono_us();
+    /* libevent measures timeouts from its cached time, which was taken before this batch began:
+     * refresh it after the start time, so that a task never ends before its duration. */
+    event_base_update_cache_time(loop->base);
+    if (handler_ops(t->handler->type)->start(loop, t) < 0) {
+        finish(loop, t, t->outcome);
+        return;
+    }
+    LIST_INSERT_HEAD(&loop->running, t, running);
+    loop->nrunning++;
+    loop->handler_running[handler_index(loop, t)]++;
+}
+
+static struct task *pop_waiting(struct loop *loop, int h)
+{
+    struct task *t = loop->waiting_head[h];
+
+    if (t != NULL) {
+        loop->waiting_head[h] = t->wait_next;
+        if (loop->waiting_head[h] == NULL)
+            loop->waiting_tail[h] = NULL;
+        loop->nwaiting--;
+    }
+    return t;
+}
+
 void loop_task_done(struct loop *loop, struct task *t, enum outcome outcome)
 {
+    int h = handler_index(loop, t);
+    struct task *next;
+
     LIST_REMOVE(t, running);
     loop->nrunning--;
+    loop->handler_running[h]--;
     finish(loop, t, outcome);
+    if ((next = pop_waiting(loop, h)) != NULL)
+        run_task(loop, next);
     maybe_exit(loop);
 }
 
@@ -115,10 +164,17 @@ static void requeue_running(struct loop *loop)
         log_notice("shutdown: stopping %zu running task(s) and putting them back at the front of "
                    "their queue",
                    loop->nrunning);
+    for (int h = 0; h < loop->conf->nhandlers; h++) {
+        while ((t = pop_waiting(loop, h)) != NULL) {
+            snprintf(t->reason, sizeof(t->reason), "worker shutting down");
+            finish(loop, t, OUTCOME_REQUEUED);
+        }
+    }
     while ((t = LIST_FIRST(&loop->running)) != NULL) {
         handler_ops(t->handler->type)->cancel(loop, t);
         LIST_REMOVE(t, running);
         loop->nrunning--;
+        loop->handler_running[handler_index(loop, t)]--;
         snprintf(t->reason, sizeof(t->reason), "worker shutting down");
         finish(loop, t, OUTCOME_REQUEUED);
     }
@@ -152,23 +208,35 @@ static void begin_stop(struct loop *loop, enum stop_mode mode)
 
 static void start_task(struct loop *loop, struct task *t)
 {
+    int h;
+
     t->loop = loop;
     if (loop->stopping != STOP_NONE) {
         snprintf(t->reason, sizeof(t->reason), "worker shutting down");
         finish(loop, t, OUTCOME_REQUEUED);
         return;
     }
-    t->started_real_us = clock_real_us();
-    t->started_mono_us = clock_mono_us();
-    /* libevent measures timeouts from its cached time, which was taken before this batch began:
-     * refresh it after the start time, so that a task never ends before its duration. */
-    event_base_update_cache_time(loop->base);
-    if (handler_ops(t->handler->type)->start(loop, t) < 0) {
+    if (envelope_parse(t, loop->conf) < 0) {
         finish(loop, t, OUTCOME_INVALID);
         return;
     }
-    LIST_INSERT_HEAD(&loop->running, t, running);
-    loop->nrunning++;
+    if (t->delay > 0) {
+        /* Not now: the reporter puts it in the schedule, from where it comes back when due. */
+        finish(loop, t, OUTCOME_DELAYED);
+        return;
+    }
+    h = handler_index(loop, t);
+    if (t->handler->concurrency > 0 && loop->handler_running[h] >= t->handler->concurrency) {
+        t->wait_next = NULL;
+        if (loop->waiting_tail[h] != NULL)
+            loop->waiting_tail[h]->wait_next = t;
+        else
+            loop->waiting_head[h] = t;
+        loop->waiting_tail[h] = t;
+        loop->nwaiting++;
+        return;
+    }
+    run_task(loop, t);
 }
 
 static void on_doorbell(evutil_socket_t fd, short what, void *arg)
@@ -214,6 +282,11 @@ struct loop *loop_new(const struct config *conf, struct capacity *cap, struct ta
     loop->done = done;
     LIST_INIT(&loop->running);
     taskq_init(&loop->inbox, ring, loop);
+    loop->handler_running = calloc((size_t)conf->nhandlers, sizeof(*loop->handler_running));
+    loop->waiting_head = calloc((size_t)conf->nhandlers, sizeof(*loop->waiting_head));
+    loop->waiting_tail = calloc((size_t)conf->nhandlers, sizeof(*loop->waiting_tail));
+    if (loop->handler_running == NULL || loop->waiting_head == NULL || loop->waiting_tail == NULL)
+        goto fail;
     loop->base = new_base();
     if (loop->base == NULL)
         goto fail;
@@ -239,6 +312,9 @@ void loop_free(struct loop *loop)
     if (loop->base != NULL)
         event_base_free(loop->base);
     taskq_destroy(&loop->inbox);
+    free(loop->handler_running);
+    free(loop->waiting_head);
+    free(loop->waiting_tail);
     free(loop);
 }
 

@@ -1,6 +1,7 @@
 #include "reporter.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "capacity.h"
 #include "clock.h"
 #include "identity.h"
+#include "scripts.h"
 #include "log.h"
 #include "redis.h"
 #include "task.h"
@@ -21,10 +23,14 @@
 /* At shutdown, how long to wait for Redis to record what is still held. */
 #define FINAL_RECORD_US (10 * 1000000LL)
 
-enum counter { C_PROCESSED, C_SUCCEEDED, C_FAILED, C_DEAD, C_REQUEUED, C_COUNT };
+enum counter { C_PROCESSED, C_SUCCEEDED, C_FAILED, C_RETRIED, C_DEAD, C_REQUEUED, C_COUNT };
 
-static const char *const counter_names[C_COUNT] = {"processed", "succeeded", "failed", "dead",
-                                                   "requeued"};
+static const char *const counter_names[C_COUNT] = {"processed", "succeeded", "failed",
+                                                   "retried",   "dead",      "requeued"};
+
+/* The schedule is checked at least this often, for entries other workers left there. */
+#define SCHEDULE_CHECK_US (2 * 1000000LL)
+#define SCHEDULE_BATCH "1000"
 
 struct reporter {
     const struct config *conf;
@@ -46,6 +52,9 @@ struct reporter {
     size_t ack_cap;
     char *stats_key;
     char *dead_key;
+    char *schedule_key;
+    int64_t next_due_us; /* monotonic: when to move due schedule entries next */
+    uint64_t rng;
 };
 
 struct reporter *reporter_new(const struct config *conf, struct identity *id, struct capacity *cap)
@@ -60,9 +69,11 @@ struct reporter *reporter_new(const struct config *conf, struct identity *id, st
     taskq_init(&rp->inbox, NULL, NULL);
     rconn_init(&rp->rc, &conf->redis, "reporter");
     rp->pending_tailp = &rp->pending;
+    rp->rng = (uint64_t)clock_real_us() | 1;
     rp->per_queue = calloc((size_t)conf->nqueues, sizeof(*rp->per_queue));
     if (rp->per_queue == NULL || asprintf(&rp->stats_key, "%s:stats", conf->prefix) < 0 ||
-        asprintf(&rp->dead_key, "%s:dead", conf->prefix) < 0) {
+        asprintf(&rp->dead_key, "%s:dead", conf->prefix) < 0 ||
+        asprintf(&rp->schedule_key, "%s:schedule", conf->prefix) < 0) {
         reporter_free(rp);
         return NULL;
     }
@@ -78,6 +89,7 @@ void reporter_free(struct reporter *rp)
     free(rp->ack_argv);
     free(rp->stats_key);
     free(rp->dead_key);
+    free(rp->schedule_key);
     free(rp);
 }
 
@@ -86,52 +98,109 @@ struct taskq *reporter_inbox(struct reporter *rp)
     return &rp->inbox;
 }
 
-static int priority_of(enum outcome o)
+static int priority_of(const struct task *t)
 {
-    switch (o) {
-    case OUTCOME_OK:
+    if (t->outcome == OUTCOME_OK || t->outcome == OUTCOME_DELAYED)
         return LOG_INFO;
-    case OUTCOME_REQUEUED:
+    if (t->outcome == OUTCOME_REQUEUED)
         return LOG_NOTICE;
-    default:
-        /* An invalid payload is the sender's mistake, not the worker's: warning, not err. */
-        return LOG_WARNING;
-    }
+    /* An invalid payload is the sender's mistake, not the worker's: warning, not err. */
+    if (t->dead && t->outcome != OUTCOME_INVALID)
+        return LOG_ERR;
+    return LOG_WARNING;
 }
 
-static void log_completion(const struct task *t)
+static int max_attempts(const struct task *t)
 {
-    char duration[24], attempt[16], started[24];
+    if (t->max_attempts > 0)
+        return t->max_attempts;
+    return t->handler->type == HANDLER_EXEC ? t->handler->max_attempts : 1;
+}
+
+static void log_completion(struct reporter *rp, const struct task *t)
+{
+    char duration[24], attempt[16], started[24], status[16], fate[96] = "";
     int64_t ms = t->started_mono_us ? (t->finished_mono_us - t->started_mono_us) / 1000 : 0;
     struct log_field f[] = {
-        {"QWORKER_TASK_ID", t->id, false},
+        {"QWORKER_TASK_ID", t->label, false},
         {"QWORKER_QUEUE", t->queue->name, true},
         {"QWORKER_HANDLER", t->handler->name, true},
         {"QWORKER_OUTCOME", outcome_name(t->outcome), true},
         {"QWORKER_DURATION_MS", duration, true},
         {"QWORKER_ATTEMPT", attempt, true},
         {"QWORKER_STARTED_USEC", started, false},
+        {"QWORKER_EXIT_STATUS", status, true},
         {"QWORKER_REASON", t->reason, false},
     };
-    int n = t->reason[0] ? 8 : 7;
+    int n = t->handler->type == HANDLER_EXEC && t->started_mono_us ? 8 : 7;
 
+    if (t->outcome == OUTCOME_DELAYED) {
+        log_info("task %s delayed: runs in %g s", t->label, t->delay);
+        return;
+    }
     snprintf(duration, sizeof(duration), "%" PRId64, ms);
     snprintf(attempt, sizeof(attempt), "%d", t->attempt);
     snprintf(started, sizeof(started), "%" PRId64, t->started_real_us);
+    snprintf(status, sizeof(status), "%d", t->exit_status);
+    if (t->reason[0] != '\0')
+        f[n++] = f[8];
+    if (t->due_ms > 0)
+        snprintf(fate, sizeof(fate), "; attempt %d of %d, next in %.1f s", t->attempt,
+                 max_attempts(t), (double)(t->due_ms - clock_real_us() / 1000) / 1000);
+    else if (t->dead && t->outcome != OUTCOME_INVALID)
+        snprintf(fate, sizeof(fate), "; attempt %d of %d, moved to %s", t->attempt,
+                 max_attempts(t), rp->dead_key);
     if (t->outcome == OUTCOME_OK)
-        log_fields(priority_of(t->outcome), f, n, "task %s done", t->id);
+        log_fields(priority_of(t), f, n, "task %s done", t->label);
     else
-        log_fields(priority_of(t->outcome), f, n, "task %s %s: %s", t->id, outcome_name(t->outcome),
-                   t->reason);
+        log_fields(priority_of(t), f, n, "task %s %s: %s%s", t->label, outcome_name(t->outcome),
+                   t->reason, fate);
 }
 
-/* The dead-letter entry: JSON with the original payload (as "payload_base64" when it is not
- * UTF-8 text) and where, why and when it died. */
-static char *dead_entry(const struct reporter *rp, const struct task *t)
+/* Exponential backoff with +-25% jitter: spreads retries of tasks that failed together. */
+static int64_t backoff_ms(struct reporter *rp, const struct task *t)
 {
-    json_t *o = json_object();
+    double base = t->handler->backoff * pow(2, t->attempt - 1);
+    double jitter;
+
+    if (base > t->handler->backoff_max)
+        base = t->handler->backoff_max;
+    rp->rng ^= rp->rng << 13;
+    rp->rng ^= rp->rng >> 7;
+    rp->rng ^= rp->rng << 17;
+    jitter = 0.75 + 0.5 * (double)(rp->rng % 1000000) / 1e6;
+    return (int64_t)(base * jitter * 1000);
+}
+
+/* Retry, dead letter, or the schedule for a delayed task. */
+static void decide(struct reporter *rp, struct task *t)
+{
+    int64_t now_ms = clock_real_us() / 1000;
+
+    switch (t->outcome) {
+    case OUTCOME_FAILED:
+    case OUTCOME_TIMEOUT:
+        if (t->attempt < max_attempts(t))
+            t->due_ms = now_ms + backoff_ms(rp, t);
+        else
+            t->dead = true;
+        break;
+    case OUTCOME_INVALID:
+        t->dead = true;
+        break;
+    case OUTCOME_DELAYED:
+        t->due_ms = now_ms + (int64_t)(t->delay * 1000);
+        break;
+    case OUTCOME_OK:
+    case OUTCOME_REQUEUED:
+        break;
+    }
+}
+
+/* The payload as a JSON field: text as "payload", anything else as "payload_base64". */
+static void set_payload(json_t *o, const struct task *t)
+{
     json_t *payload = json_stringn(t->payload, t->len);
-    char *s;
 
     if (payload != NULL) {
         json_object_set_new(o, "payload", payload);
@@ -140,7 +209,48 @@ static char *dead_entry(const struct reporter *rp, const struct task *t)
         json_object_set_new(o, "payload_base64", b64 ? json_string(b64) : json_null());
         free(b64);
     }
-    json_object_set_new(o, "id", json_string(t->id));
+}
+
+/* What goes back into a queue for another attempt: the payload with its attempt number and id,
+ * marked ready so that a delay is not served twice (envelope.c unwraps it). */
+static char *wrapped(const struct task *t, int attempt)
+{
+    json_t *o = json_object();
+    char *s;
+
+    set_payload(o, t);
+    json_object_set_new(o, "attempt", json_integer(attempt));
+    json_object_set_new(o, "id", json_string(t->label));
+    json_object_set_new(o, "ready", json_true());
+    s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+/* A schedule entry: {"queue", "task"}, moved back by the due script. */
+static char *schedule_entry(const struct task *t)
+{
+    char *task = wrapped(t, t->outcome == OUTCOME_DELAYED ? t->attempt : t->attempt + 1), *s;
+    json_t *o;
+
+    if (task == NULL)
+        return NULL;
+    o = json_pack("{s:s, s:s}", "queue", t->queue->name, "task", task);
+    s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    free(task);
+    return s;
+}
+
+/* The dead-letter entry: JSON with the original payload (as "payload_base64" when it is not
+ * UTF-8 text) and where, why and when it died. */
+static char *dead_entry(const struct reporter *rp, const struct task *t)
+{
+    json_t *o = json_object();
+    char *s;
+
+    set_payload(o, t);
+    json_object_set_new(o, "id", json_string(t->label));
     json_object_set_new(o, "queue", json_string(t->queue->name));
     json_object_set_new(o, "handler", json_string(t->handler->name));
     json_object_set_new(o, "reason", json_string(t->reason));
@@ -163,17 +273,16 @@ static void count(struct reporter *rp, const struct task *t, long long *total)
         c[n++] = C_SUCCEEDED;
         break;
     case OUTCOME_INVALID:
-        c[n++] = C_PROCESSED;
-        c[n++] = C_FAILED;
-        c[n++] = C_DEAD;
-        break;
     case OUTCOME_FAILED:
     case OUTCOME_TIMEOUT:
         c[n++] = C_PROCESSED;
         c[n++] = C_FAILED;
+        c[n++] = t->dead ? C_DEAD : C_RETRIED;
         break;
     case OUTCOME_REQUEUED:
         c[n++] = C_REQUEUED;
+        break;
+    case OUTCOME_DELAYED:
         break;
     }
     for (int i = 0; i < n; i++) {
@@ -221,6 +330,41 @@ static bool append_ack(struct reporter *rp)
     return true;
 }
 
+/* Where a finished task goes besides the stats: the dead list, the schedule, or back to the
+ * front of its queue. Returns how many commands it appended. */
+static int append_task(struct reporter *rp, struct task *t)
+{
+    char *entry = NULL, score[24];
+
+    if (t->dead) {
+        const char *argv[] = {"LPUSH", rp->dead_key, entry = dead_entry(rp, t)};
+        if (entry != NULL)
+            append(rp, 3, argv, NULL);
+    } else if (t->due_ms > 0) {
+        const char *argv[] = {"ZADD", rp->schedule_key, score, entry = schedule_entry(t)};
+        snprintf(score, sizeof(score), "%" PRId64, t->due_ms);
+        if (entry != NULL)
+            append(rp, 4, argv, NULL);
+    } else if (t->outcome == OUTCOME_REQUEUED) {
+        /* RPUSH: back at the end the queue is popped from, ahead of waiting tasks. */
+        if (t->attempt > 1 && (entry = wrapped(t, t->attempt)) == NULL)
+            goto oom;
+        const char *argv[] = {"RPUSH", t->queue->name, entry ? entry : t->payload};
+        size_t lens[] = {5, strlen(t->queue->name), entry ? strlen(entry) : t->len};
+        append(rp, 3, argv, lens);
+    } else {
+        return 0;
+    }
+    if (entry == NULL && (t->dead || t->due_ms > 0))
+        goto oom;
+    free(entry);
+    return 1;
+oom:
+    log_err("task %s: out of memory writing it back to redis; payload lost: %.*s", t->label,
+            (int)(t->len > 200 ? 200 : t->len), t->payload);
+    return 0;
+}
+
 /* Queues the batch's commands inside MULTI/EXEC; returns how many replies EXEC's precede. */
 static int append_batch(struct reporter *rp)
 {
@@ -234,23 +378,7 @@ static int append_batch(struct reporter *rp)
         queued++;
     for (struct task *t = rp->pending; t != NULL; t = t->next) {
         count(rp, t, total);
-        if (t->outcome == OUTCOME_REQUEUED) {
-            /* RPUSH: back at the end the queue is popped from, ahead of waiting tasks. */
-            const char *argv[] = {"RPUSH", t->queue->name, t->payload};
-            size_t lens[] = {5, strlen(t->queue->name), t->len};
-            append(rp, 3, argv, lens);
-            queued++;
-        } else if (t->outcome == OUTCOME_INVALID) {
-            char *entry = dead_entry(rp, t);
-            const char *argv[] = {"LPUSH", rp->dead_key, entry};
-            if (entry == NULL) {
-                log_err("task %s: cannot encode its dead-letter entry; payload not kept", t->id);
-                continue;
-            }
-            append(rp, 3, argv, NULL);
-            free(entry);
-            queued++;
-        }
+        queued += append_task(rp, t);
     }
     for (int c = 0; c < C_COUNT; c++)
         if (total[c] > 0)
@@ -307,7 +435,7 @@ static void free_pending(struct reporter *rp, bool lost)
     }
     for (t = rp->pending; t != NULL; t = next) {
         next = t->next;
-        if (lost && (t->outcome == OUTCOME_REQUEUED || t->outcome == OUTCOME_INVALID))
+        if (lost && (t->outcome == OUTCOME_REQUEUED || t->dead || t->due_ms > 0))
             log_err("task %s from queue %s could not be written back to redis and is lost: %s",
                     t->id, t->queue->name, payload_excerpt(t->payload, t->len, 200, shown,
                                                            sizeof(shown)));
@@ -321,7 +449,10 @@ static void free_pending(struct reporter *rp, bool lost)
 static void take(struct reporter *rp, struct task *batch)
 {
     for (struct task *t = batch; t != NULL; t = t->next) {
-        log_completion(t);
+        decide(rp, t);
+        if (t->due_ms > 0 && rp->next_due_us > clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000)
+            rp->next_due_us = clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000;
+        log_completion(rp, t);
         *rp->pending_tailp = t;
         rp->pending_tailp = &t->next;
         rp->npending++;
@@ -335,9 +466,43 @@ static int wait_ms(struct reporter *rp)
     int64_t beat = (rp->next_beat_us - clock_mono_us() + 999) / 1000;
     int ms = beat < 0 ? 0 : (int)beat;
 
+    int64_t due = (rp->next_due_us - clock_mono_us() + 999) / 1000;
+
+    if (due < ms)
+        ms = due < 0 ? 0 : (int)due;
     if (rp->npending > 0 && rconn_wait_ms(&rp->rc) < ms)
         ms = rconn_wait_ms(&rp->rc);
     return ms;
+}
+
+/* Moves due entries of the schedule (retries, delayed tasks: ours or any worker's) back to
+ * their queues, and learns when the next one is due. */
+static void move_due_if_due(struct reporter *rp)
+{
+    int64_t now = clock_mono_us();
+    char now_ms[24];
+    const char *keys[] = {rp->schedule_key, rp->dead_key};
+    const char *args[] = {now_ms, SCHEDULE_BATCH};
+    redisReply *reply;
+
+    if (now < rp->next_due_us || rconn_try(&rp->rc) < 0)
+        return;
+    snprintf(now_ms, sizeof(now_ms), "%" PRId64, clock_real_us() / 1000);
+    reply = script_run(&rp->rc, SCRIPT_DUE, 2, keys, NULL, 2, args, NULL);
+    if (reply == NULL)
+        return;
+    rp->next_due_us = now + SCHEDULE_CHECK_US;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+        const redisReply *moved = reply->element[0], *next = reply->element[1];
+        if (moved->type == REDIS_REPLY_INTEGER && moved->integer == atoi(SCHEDULE_BATCH))
+            rp->next_due_us = now; /* more are due */
+        else if (next->type == REDIS_REPLY_STRING) {
+            int64_t in_us = (int64_t)(strtod(next->str, NULL) * 1000) - clock_real_us();
+            if (now + in_us < rp->next_due_us)
+                rp->next_due_us = now + (in_us > 0 ? in_us : 0);
+        }
+    }
+    freeReplyObject(reply);
 }
 
 static void beat_if_due(struct reporter *rp)
@@ -373,6 +538,7 @@ static void *reporter_main(void *arg)
         if (rp->npending > 0 && rconn_try(&rp->rc) == 0 && record_pending(rp) == 0)
             free_pending(rp, false);
         beat_if_due(rp);
+        move_due_if_due(rp);
         if (!closed)
             continue;
         if (rp->npending == 0)

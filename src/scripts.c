@@ -98,9 +98,28 @@ static const char *const sources[SCRIPT_COUNT] = {
         "redis.call('DEL', KEYS[1])\n"
         "redis.call('SREM', KEYS[2], ARGV[1])\n"
         "return 1\n",
+
+    /* KEYS: schedule, dead list. ARGV: now (unix ms), how many at most. Each member is JSON {"queue",
+     * "task"}; ZREM makes each entry move once, whichever worker runs this. Returns how many
+     * moved and the next due time (or false). */
+    [SCRIPT_DUE] =
+        "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
+        "for _, m in ipairs(due) do\n"
+        "  if redis.call('ZREM', KEYS[1], m) == 1 then\n"
+        "    local ok, e = pcall(cjson.decode, m)\n"
+        "    if ok and type(e) == 'table' and e.queue and e.task then\n"
+        "      redis.call('RPUSH', e.queue, e.task)\n"
+        "    else\n"
+        "      redis.call('LPUSH', KEYS[2], m)\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+        "return {#due, nxt[2] or false}\n",
 };
 
-static const char *const names[SCRIPT_COUNT] = {"fetch", "claim", "beat", "reap", "release"};
+static const char *const names[SCRIPT_COUNT] = {"fetch", "claim", "beat", "reap", "release",
+                                                "due"};
 
 /* SHA1s are learnt from SCRIPT LOAD; Redis answers the same one to every thread. */
 static char shas[SCRIPT_COUNT][41];

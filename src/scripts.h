@@ -11,6 +11,7 @@ enum script {
     SCRIPT_BEAT,    /* refresh the heartbeat, if the id is still ours */
     SCRIPT_REAP,    /* requeue the in-flight tasks of workers whose heartbeat expired */
     SCRIPT_RELEASE, /* give the id back at a clean exit */
+    SCRIPT_DUE,     /* move due entries of the schedule back to the front of their queues */
     SCRIPT_COUNT
 };
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+#include <jansson.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,6 +56,7 @@ struct task *task_new_with_id(const struct queue_conf *queue, const char *payloa
     memcpy(t->payload, payload, len);
     memcpy(t->id, id, TASK_ID_LEN);
     t->id[TASK_ID_LEN] = '\0';
+    t->label = t->id;
     return t;
 }
 
@@ -67,6 +70,9 @@ struct task *task_new(const struct queue_conf *queue, const char *payload, size_
 
 void task_free(struct task *t)
 {
+    if (t == NULL)
+        return;
+    json_decref(t->json);
     free(t);
 }
 
@@ -83,6 +89,8 @@ const char *outcome_name(enum outcome o)
         return "invalid";
     case OUTCOME_REQUEUED:
         return "requeued";
+    case OUTCOME_DELAYED:
+        return "delayed";
     }
     return "unknown";
 }

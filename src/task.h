@@ -4,6 +4,7 @@
 #ifndef QWORKER_TASK_H
 #define QWORKER_TASK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -12,12 +13,22 @@
 
 #include "config.h"
 
+struct json_t;
+
 struct loop;
 
-enum outcome { OUTCOME_OK, OUTCOME_FAILED, OUTCOME_TIMEOUT, OUTCOME_INVALID, OUTCOME_REQUEUED };
+enum outcome {
+    OUTCOME_OK,
+    OUTCOME_FAILED,
+    OUTCOME_TIMEOUT,
+    OUTCOME_INVALID,
+    OUTCOME_REQUEUED,
+    OUTCOME_DELAYED, /* not run yet: "delay" put it in the schedule */
+};
 
 #define TASK_ID_LEN 16
 #define TASK_REASON_MAX 160
+#define TASK_LABEL_MAX 128
 
 struct task {
     struct task *next;          /* link in the taskq that owns it */
@@ -33,6 +44,24 @@ struct task {
     int64_t started_mono_us;
     int64_t finished_mono_us;
     char reason[TASK_REASON_MAX];
+
+    /* From a JSON envelope (envelope.c); a plain payload leaves json NULL and the rest zero. */
+    struct json_t *json;  /* owned */
+    struct json_t *args;  /* borrowed from json; NULL: the payload itself is the argument */
+    const char *label;    /* the envelope's "id", else id */
+    double timeout;       /* seconds; 0: the handler's */
+    int max_attempts;     /* 0: the handler's */
+    double delay;         /* seconds to wait before the first attempt */
+
+    int exit_status;      /* exec: the exit code, or 128 + signal; 0 otherwise */
+    char label_buf[TASK_LABEL_MAX + 1]; /* a retried task keeps its first id */
+
+    /* Decided by the reporter: */
+    int64_t due_ms;       /* to the schedule, due then (unix ms); 0: not */
+    bool dead;            /* to the dead-letter list */
+    void *run;            /* loop thread: the handler's state while it runs */
+    struct task *wait_next; /* loop thread: waiting for a handler slot */
+
     size_t len;
     char payload[];             /* not NUL-terminated: payloads are binary-safe */
 };

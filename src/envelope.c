@@ -1,0 +1,183 @@
+#include "envelope.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "base64.h"
+
+
+static const char *const fields[] = {"id",    "handler", "args",    "timeout",
+                                     "delay", "attempt", "max_attempts", NULL};
+
+static int invalid(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int invalid(struct task *t, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(t->reason, sizeof(t->reason), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static bool is_envelope(const struct task *t)
+{
+    size_t i = 0;
+
+    while (i < t->len && (t->payload[i] == ' ' || t->payload[i] == '\t' || t->payload[i] == '\n' ||
+                          t->payload[i] == '\r'))
+        i++;
+    return i < t->len && t->payload[i] == '{';
+}
+
+/* A number of seconds in (0, max] (or [0, max] when zero is allowed). */
+static int seconds_field(struct task *t, const json_t *o, const char *name, bool zero_ok,
+                         double max, double *out)
+{
+    const json_t *v = json_object_get(o, name);
+    double d;
+
+    if (v == NULL)
+        return 0;
+    d = json_is_number(v) ? json_number_value(v) : NAN;
+    if (!(d >= 0 && d <= max) || (!zero_ok && d == 0))
+        return invalid(t, "\"%s\" must be a %s number of seconds up to %g", name,
+                       zero_ok ? "non-negative" : "positive", max);
+    *out = d;
+    return 0;
+}
+
+static int int_field(struct task *t, const json_t *o, const char *name, int max, int *out)
+{
+    const json_t *v = json_object_get(o, name);
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max)
+        return invalid(t, "\"%s\" must be a whole number from 1 to %d", name, max);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* args = ["a", "b"] for argv delivery; any JSON value for stdin delivery. */
+static int check_args(struct task *t)
+{
+    size_t i;
+    json_t *a;
+
+    if (t->args == NULL || t->handler->type != HANDLER_EXEC || t->handler->args_stdin)
+        return 0;
+    if (!json_is_array(t->args))
+        return invalid(t, "\"args\" must be an array of strings for handler %s", t->handler->name);
+    json_array_foreach(t->args, i, a) if (!json_is_string(a)) return invalid(
+        t, "\"args\"[%zu] must be a string for handler %s", i, t->handler->name);
+    return 0;
+}
+
+/* A task qworker wrapped: a retry or a delayed task coming back from the schedule ({"payload",
+ * "attempt", "id", "ready"}), or a dead letter moved back into a queue ({"payload", "reason",
+ * ...}), which runs again as a first attempt. The payload it keeps is parsed as the task. */
+static int unwrap(struct task *t, json_t *o, const struct config *conf)
+{
+    const json_t *p = json_object_get(o, "payload"), *b = json_object_get(o, "payload_base64");
+    const json_t *id = json_object_get(o, "id");
+    bool dead = json_object_get(o, "reason") != NULL;
+    bool ready = json_is_true(json_object_get(o, "ready"));
+    int attempt = 1;
+    char *raw = NULL;
+    size_t n;
+
+    if (!dead && int_field(t, o, "attempt", 1000, &attempt) < 0)
+        return -1;
+    if (json_is_string(p)) {
+        n = json_string_length(p);
+        memcpy(t->payload, json_string_value(p), n); /* never longer than the JSON around it */
+    } else if (json_is_string(b) && (raw = base64_decode(json_string_value(b), &n)) != NULL) {
+        memcpy(t->payload, raw, n);
+        free(raw);
+    } else {
+        return invalid(t, "a wrapped task needs a \"payload\" string");
+    }
+    t->len = n;
+    if (!dead && json_is_string(id))
+        snprintf(t->label_buf, sizeof(t->label_buf), "%s", json_string_value(id));
+    json_decref(o);
+    t->json = NULL;
+    t->args = NULL;
+    if (envelope_parse(t, conf) < 0)
+        return -1;
+    t->attempt = attempt;
+    if (ready)
+        t->delay = 0;
+    if (t->label_buf[0] != '\0')
+        t->label = t->label_buf;
+    return 0;
+}
+
+static int parse_object(struct task *t, const struct config *conf)
+{
+    json_error_t err;
+    json_t *o = json_loadb(t->payload, t->len, JSON_REJECT_DUPLICATES, &err), *v;
+    const char *key, *name;
+    const struct handler_conf *handler = NULL;
+
+    if (o == NULL)
+        return invalid(t, "invalid JSON at byte %d: %s", err.position, err.text);
+    t->json = o;
+    if (!json_is_object(o))
+        return invalid(t, "a JSON envelope must be an object");
+    if (json_object_get(o, "payload") != NULL || json_object_get(o, "payload_base64") != NULL)
+        return unwrap(t, o, conf);
+    json_object_foreach(o, key, v)
+    {
+        bool known = false;
+        for (int i = 0; fields[i] != NULL; i++)
+            known = known || strcmp(key, fields[i]) == 0;
+        if (!known)
+            return invalid(t, "unknown field \"%.40s\" in the envelope", key);
+    }
+    v = json_object_get(o, "handler");
+    if (!json_is_string(v))
+        return invalid(t, "the envelope needs \"handler\": a string");
+    name = json_string_value(v);
+    for (int i = 0; i < conf->nhandlers && handler == NULL; i++)
+        if (strcmp(conf->handlers[i].name, name) == 0)
+            handler = &conf->handlers[i];
+    if (handler == NULL)
+        return invalid(t, "unknown handler \"%.40s\"", name);
+    t->handler = handler;
+    v = json_object_get(o, "id");
+    if (v != NULL) {
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > TASK_LABEL_MAX)
+            return invalid(t, "\"id\" must be a string of 1 to %d bytes", TASK_LABEL_MAX);
+        t->label = json_string_value(v);
+    }
+    t->args = json_object_get(o, "args");
+    if (seconds_field(t, o, "timeout", false, 31536000, &t->timeout) < 0 ||
+        seconds_field(t, o, "delay", true, 31536000, &t->delay) < 0 ||
+        int_field(t, o, "max_attempts", 1000, &t->max_attempts) < 0 ||
+        int_field(t, o, "attempt", 1000, &t->attempt) < 0)
+        return -1;
+    return check_args(t);
+}
+
+int envelope_parse(struct task *t, const struct config *conf)
+{
+    if (t->len > (size_t)conf->max_payload)
+        return invalid(t, "payload too large: %zu bytes (max_payload is %d)", t->len,
+                       conf->max_payload);
+    t->handler = t->queue->handler;
+    if (!is_envelope(t)) {
+        if (t->handler->type == HANDLER_EXEC && !t->handler->args_stdin &&
+            memchr(t->payload, '\0', t->len) != NULL)
+            return invalid(t, "payload holds a NUL byte, which cannot be passed as an argument");
+        return 0;
+    }
+    return parse_object(t, conf);
+}

@@ -1,0 +1,442 @@
+#include "handler_exec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "log.h"
+#include "loop.h"
+#include "task.h"
+
+/* How much one callback reads from a child's pipe: a child writing without pause cannot keep
+ * the loop from serving other tasks. */
+#define READ_CHUNK 16384
+#define READS_PER_WAKE 4
+
+struct exec_run;
+
+struct stream {
+    struct exec_run *run;
+    const char *name; /* "stdout", "stderr" */
+    int fd;
+    struct event *ev;
+    char *line; /* the line being read, at most max_line bytes kept */
+    size_t len;
+    bool cut;
+};
+
+struct exec_run {
+    struct task *task;
+    struct loop *loop;
+    const struct handler_conf *h;
+    pid_t pid;
+    int pidfd;
+    struct event *exited;
+    struct event *deadline;
+    struct stream out, err;
+    int in_fd;
+    struct event *in_ev;
+    char *in_buf;
+    size_t in_len, in_off;
+    size_t logged;
+    bool truncated;
+    bool timed_out;
+    bool killing; /* SIGTERM sent, SIGKILL next */
+};
+
+static void log_line(struct stream *s)
+{
+    struct exec_run *r = s->run;
+    struct log_field f[] = {{"QWORKER_TASK_ID", r->task->label, false},
+                            {"QWORKER_STREAM", s->name, false}};
+
+    if (r->logged + s->len > (size_t)r->h->max_output) {
+        if (!r->truncated)
+            log_fields(LOG_NOTICE, f, 2, "task %s: output beyond %d bytes not logged",
+                       r->task->label, r->h->max_output);
+        r->truncated = true;
+        return;
+    }
+    r->logged += s->len;
+    for (size_t i = 0; i < s->len; i++)
+        if ((unsigned char)s->line[i] < 0x20 && s->line[i] != '\t')
+            s->line[i] = '?'; /* control bytes and NULs would cut or garble the log line */
+    log_fields(LOG_INFO, f, 2, "task %s %s: %.*s%s", r->task->label, s->name, (int)s->len,
+               s->line, s->cut ? "..." : "");
+}
+
+static void take_bytes(struct stream *s, const char *buf, size_t n)
+{
+    size_t max = (size_t)s->run->h->max_line;
+
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == '\n') {
+            log_line(s);
+            s->len = 0;
+            s->cut = false;
+        } else if (s->len < max) {
+            s->line[s->len++] = buf[i];
+        } else {
+            s->cut = true;
+        }
+    }
+}
+
+static void stream_close(struct stream *s)
+{
+    if (s->len > 0 || s->cut)
+        log_line(s);
+    s->len = 0;
+    if (s->ev != NULL)
+        event_free(s->ev);
+    s->ev = NULL;
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+}
+
+/* Reads what is there, a bounded amount; closes the stream at end of file. */
+static void stream_read(struct stream *s)
+{
+    char buf[READ_CHUNK];
+
+    for (int i = 0; i < READS_PER_WAKE && s->fd >= 0; i++) {
+        ssize_t n = read(s->fd, buf, sizeof(buf));
+        if (n > 0) {
+            take_bytes(s, buf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        stream_close(s);
+    }
+}
+
+static void on_output(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    stream_read(arg);
+}
+
+static void close_stdin(struct exec_run *r)
+{
+    if (r->in_ev != NULL)
+        event_free(r->in_ev);
+    r->in_ev = NULL;
+    if (r->in_fd >= 0)
+        close(r->in_fd);
+    r->in_fd = -1;
+    free(r->in_buf);
+    r->in_buf = NULL;
+}
+
+static void on_stdin(evutil_socket_t fd, short what, void *arg)
+{
+    struct exec_run *r = arg;
+    ssize_t n;
+
+    (void)what;
+    n = write(fd, r->in_buf + r->in_off, r->in_len - r->in_off);
+    if (n > 0)
+        r->in_off += (size_t)n;
+    if ((n < 0 && errno != EAGAIN && errno != EINTR) || r->in_off == r->in_len)
+        close_stdin(r); /* done, or the child closed its end (EPIPE) */
+}
+
+static void free_run(struct exec_run *r)
+{
+    stream_close(&r->out);
+    stream_close(&r->err);
+    close_stdin(r);
+    if (r->exited != NULL)
+        event_free(r->exited);
+    if (r->deadline != NULL)
+        event_free(r->deadline);
+    if (r->pidfd >= 0)
+        close(r->pidfd);
+    free(r->out.line);
+    free(r->err.line);
+    r->task->run = NULL;
+    free(r);
+}
+
+static void on_child_exit(evutil_socket_t fd, short what, void *arg)
+{
+    struct exec_run *r = arg;
+    struct task *t = r->task;
+    struct loop *loop = r->loop;
+    enum outcome outcome;
+    int status = 0;
+
+    (void)fd;
+    (void)what;
+    if (waitpid(r->pid, &status, WNOHANG) <= 0)
+        return; /* not yet: the pidfd fires once it has exited */
+    /* What the child wrote last is still in the pipes; whatever it left running in its group
+     * goes now, so that no task outlives its completion. */
+    stream_read(&r->out);
+    stream_read(&r->err);
+    kill(-r->pid, SIGKILL);
+    if (r->timed_out) {
+        outcome = OUTCOME_TIMEOUT;
+        snprintf(t->reason, sizeof(t->reason), "timed out after %g s",
+                 t->timeout > 0 ? t->timeout : r->h->timeout);
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        outcome = OUTCOME_OK;
+    } else {
+        outcome = OUTCOME_FAILED;
+        if (WIFEXITED(status))
+            snprintf(t->reason, sizeof(t->reason), "exited with status %d", WEXITSTATUS(status));
+        else
+            snprintf(t->reason, sizeof(t->reason), "killed by signal %d (%s)", WTERMSIG(status),
+                     strsignal(WTERMSIG(status)));
+    }
+    t->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    free_run(r);
+    loop_task_done(loop, t, outcome);
+}
+
+/* The timeout: SIGTERM to the whole group, then SIGKILL after the grace. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct exec_run *r = arg;
+    struct timeval grace;
+
+    (void)fd;
+    (void)what;
+    r->timed_out = true;
+    if (r->killing) {
+        kill(-r->pid, SIGKILL);
+        return;
+    }
+    r->killing = true;
+    kill(-r->pid, SIGTERM);
+    grace.tv_sec = (time_t)r->h->kill_grace;
+    grace.tv_usec = (suseconds_t)((r->h->kill_grace - (double)grace.tv_sec) * 1e6);
+    evtimer_add(r->deadline, &grace);
+}
+
+/* argv: the configured command, then the task's arguments (the plain payload, or "args"). */
+static char **build_argv(const struct exec_run *r, char **payload_copy)
+{
+    const struct task *t = r->task;
+    size_t extra = 0, k = 0, i;
+    json_t *a;
+    char **argv;
+
+    if (!r->h->args_stdin)
+        extra = t->json ? (t->args ? json_array_size(t->args) : 0) : 1;
+    argv = calloc((size_t)r->h->argc + extra + 1, sizeof(*argv));
+    if (argv == NULL)
+        return NULL;
+    for (int j = 0; j < r->h->argc; j++)
+        argv[k++] = r->h->argv[j];
+    if (extra > 0 && t->json == NULL) {
+        *payload_copy = strndup(t->payload, t->len);
+        if (*payload_copy == NULL) {
+            free(argv);
+            return NULL;
+        }
+        argv[k++] = *payload_copy;
+    } else if (extra > 0) {
+        json_array_foreach(t->args, i, a) argv[k++] = (char *)json_string_value(a);
+    }
+    return argv;
+}
+
+static char **build_env(const struct exec_run *r, char vars[3][256])
+{
+    const struct task *t = r->task;
+    size_t n = 0, k = 0;
+    char **env;
+
+    while (r->h->env[n] != NULL)
+        n++;
+    env = calloc(n + 4, sizeof(*env));
+    if (env == NULL)
+        return NULL;
+    for (; k < n; k++)
+        env[k] = r->h->env[k];
+    snprintf(vars[0], 256, "QWORKER_TASK_ID=%s", t->label);
+    snprintf(vars[1], 256, "QWORKER_ATTEMPT=%d", t->attempt);
+    snprintf(vars[2], 256, "QWORKER_QUEUE=%s", t->queue->name);
+    for (int i = 0; i < 3; i++)
+        env[k++] = vars[i];
+    return env;
+}
+
+/* What goes to stdin with args = "stdin": the envelope's args as JSON, or the plain payload. */
+static int prepare_stdin(struct exec_run *r)
+{
+    const struct task *t = r->task;
+
+    if (t->json != NULL) {
+        r->in_buf = t->args ? json_dumps(t->args, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
+        if (r->in_buf == NULL)
+            return -1;
+        r->in_len = strlen(r->in_buf);
+    } else {
+        r->in_buf = malloc(t->len + 1);
+        if (r->in_buf == NULL)
+            return -1;
+        memcpy(r->in_buf, t->payload, t->len);
+        r->in_len = t->len;
+    }
+    return 0;
+}
+
+static int spawn(struct exec_run *r, int in[2], int out[2], int err[2])
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    char vars[3][256], *payload_copy = NULL;
+    char **argv = build_argv(r, &payload_copy), **env = build_env(r, vars);
+    int rc = ENOMEM;
+
+    if (argv != NULL && env != NULL) {
+        posix_spawn_file_actions_init(&fa);
+        if (in[0] >= 0)
+            posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+        else
+            posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+        /* hiredis sockets are not close-on-exec: no descriptor but 0-2 reaches the child. */
+        posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+        posix_spawn_file_actions_addchdir_np(&fa, r->h->cwd);
+        posix_spawnattr_init(&attr);
+        sigemptyset(&none);
+        sigfillset(&all);
+        /* Its own process group, so that a timeout reaches its children too; the signal mask
+         * and dispositions qworker's threads use are not the child's. */
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                             POSIX_SPAWN_SETSIGDEF);
+        posix_spawnattr_setpgroup(&attr, 0);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &all);
+        rc = posix_spawn(&r->pid, argv[0], &fa, &attr, argv, env);
+        posix_spawnattr_destroy(&attr);
+        posix_spawn_file_actions_destroy(&fa);
+    }
+    free(argv);
+    free(env);
+    free(payload_copy);
+    return rc;
+}
+
+static void close_pair(int p[2])
+{
+    for (int i = 0; i < 2; i++)
+        if (p[i] >= 0)
+            close(p[i]);
+}
+
+static int setup_stream(struct exec_run *r, struct stream *s, const char *name, int fd)
+{
+    s->run = r;
+    s->name = name;
+    s->fd = fd;
+    s->line = malloc((size_t)r->h->max_line);
+    s->ev = event_new(loop_base(r->loop), fd, EV_READ | EV_PERSIST, on_output, s);
+    if (s->line == NULL || s->ev == NULL)
+        return -1;
+    return event_add(s->ev, NULL);
+}
+
+static int exec_start(struct loop *loop, struct task *t)
+{
+    const struct handler_conf *h = t->handler;
+    struct exec_run *r = calloc(1, sizeof(*r));
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rc;
+    double timeout = t->timeout > 0 ? t->timeout : h->timeout;
+    struct timeval tv;
+
+    t->outcome = OUTCOME_FAILED; /* if it cannot start: worth another attempt */
+    if (r == NULL) {
+        snprintf(t->reason, sizeof(t->reason), "out of memory");
+        return -1;
+    }
+    r->task = t;
+    r->loop = loop;
+    r->h = h;
+    r->pidfd = r->in_fd = r->out.fd = r->err.fd = -1;
+    t->run = r;
+    if ((h->args_stdin && (prepare_stdin(r) < 0 || pipe2(in, O_CLOEXEC) < 0)) ||
+        pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+        snprintf(t->reason, sizeof(t->reason), "cannot make pipes: %s", strerror(errno));
+        goto fail;
+    }
+    rc = spawn(r, in, out, err);
+    if (rc != 0) {
+        snprintf(t->reason, sizeof(t->reason), "cannot run %s: %s", h->argv[0], strerror(rc));
+        goto fail;
+    }
+    close(out[1]);
+    close(err[1]);
+    out[1] = err[1] = -1;
+    if (in[0] >= 0)
+        close(in[0]);
+    in[0] = -1;
+    r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    r->out.fd = out[0];
+    r->err.fd = err[0];
+    out[0] = err[0] = -1; /* the streams own them now */
+    if (r->pidfd < 0 || setup_stream(r, &r->out, "stdout", r->out.fd) < 0 ||
+        setup_stream(r, &r->err, "stderr", r->err.fd) < 0) {
+        snprintf(t->reason, sizeof(t->reason), "cannot watch the child: %s", strerror(errno));
+        kill(-r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        goto fail;
+    }
+    if (in[1] >= 0) {
+        r->in_fd = in[1];
+        fcntl(r->in_fd, F_SETFL, O_NONBLOCK);
+        r->in_ev = event_new(loop_base(loop), r->in_fd, EV_WRITE | EV_PERSIST, on_stdin, r);
+        event_add(r->in_ev, NULL);
+    }
+    r->exited = event_new(loop_base(loop), r->pidfd, EV_READ | EV_PERSIST, on_child_exit, r);
+    r->deadline = evtimer_new(loop_base(loop), on_deadline, r);
+    event_add(r->exited, NULL);
+    tv.tv_sec = (time_t)timeout;
+    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+    evtimer_add(r->deadline, loop_timeout(loop, &tv));
+    return 0;
+fail:
+    close_pair(in);
+    close_pair(out);
+    close_pair(err);
+    free_run(r);
+    return -1;
+}
+
+static void exec_cancel(struct loop *loop, struct task *t)
+{
+    struct exec_run *r = t->run;
+
+    (void)loop;
+    if (r == NULL)
+        return;
+    /* Shutdown: the task goes back to its queue, so stop it now and reap it at once. */
+    kill(-r->pid, SIGKILL);
+    waitpid(r->pid, NULL, 0);
+    free_run(r);
+}
+
+const struct handler_ops handler_exec_ops = {
+    .start = exec_start,
+    .cancel = exec_cancel,
+};
