@@ -60,14 +60,15 @@ static void log_line(struct stream *s)
     struct log_field f[] = {{"QWORKER_TASK_ID", r->task->label, false},
                             {"QWORKER_STREAM", s->name, false}};
 
-    if (r->logged + s->len > (size_t)r->h->max_output) {
+    /* The newline counts too: a flood of empty lines is output as well. */
+    if (r->logged + s->len + 1 > (size_t)r->h->max_output) {
         if (!r->truncated)
             log_fields(LOG_NOTICE, f, 2, "task %s: output beyond %d bytes not logged",
                        r->task->label, r->h->max_output);
         r->truncated = true;
         return;
     }
-    r->logged += s->len;
+    r->logged += s->len + 1;
     for (size_t i = 0; i < s->len; i++)
         if ((unsigned char)s->line[i] < 0x20 && s->line[i] != '\t')
             s->line[i] = '?'; /* control bytes and NULs would cut or garble the log line */

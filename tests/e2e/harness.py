@@ -196,12 +196,19 @@ class Journald:
 def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=None, extra=""):
     worker = {"concurrency": 100, "shutdown_timeout": 5, **(worker or {})}
 
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return group(v)
+        return str(v)
+
     def group(d):
-        parts = []
-        for k, v in d.items():
-            v = f'"{v}"' if isinstance(v, str) else v
-            parts.append(f"{k} = {v};")
-        return "{ " + " ".join(parts) + " }"
+        return "{ " + " ".join(f"{k} = {value(v)};" for k, v in d.items()) + " }"
 
     text = f'redis = {{ host = "127.0.0.1"; port = {redis_port}; }};\n'
     text += f"worker = {group(worker)};\n"

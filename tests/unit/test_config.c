@@ -117,6 +117,20 @@ static void errors_name_file_line_and_problem(void **state)
         {"log = { target = \"syslog\"; };", 1, "log target \"syslog\""},
         {"log = { level = 3; };", 1, "'level' must be a string"},
         {"redis = { port = 1 };\nworker = { ;", 2, "syntax error"},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; } );", 1, "needs a 'command'"},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"sh\"]; } );", 1,
+         "must start with an absolute path"},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/nonexistent\"]; } );", 1,
+         "/nonexistent is not an executable file"},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/bin/true\"];\n"
+         " args = \"shell\"; } );",
+         2, "'args' must be \"argv\" or \"stdin\""},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/bin/true\"];\n"
+         " env = { QWORKER_QUEUE = \"x\"; }; } );",
+         2, "QWORKER_* variables are set by qworker"},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/bin/true\"];"
+         " max_seconds = 1; } );",
+         1, "unknown setting 'max_seconds' in an exec handler"},
     };
     char err[512], want[256];
 

@@ -1,0 +1,265 @@
+"""Real jobs (issue 4): JSON envelopes, whitelisted exec handlers, timeouts, retries with
+backoff, delays, dead letters, priorities, and payloads built to break things."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import SLOW, wait_for
+
+PY = "/usr/bin/python3"
+# Writes its arguments, NUL-separated, to the file named by its first argument.
+ARGV_DUMP = "import sys; open(sys.argv[1], 'wb').write(b'\\0'.join(a.encode('utf-8', 'surrogateescape') for a in sys.argv[2:]))"
+
+
+def push(redis, *payloads, queue="queue"):
+    c = redis.client()
+    t = time.time_ns() // 1000
+    c.send("LPUSH", queue, *payloads)
+    c._reply()
+    return t
+
+
+def env(**fields):
+    return json.dumps(fields)
+
+
+def started(e):
+    return int(e["QWORKER_STARTED_USEC"])
+
+
+def dead_entries(redis):
+    return [json.loads(d) for d in redis("LRANGE", "qworker:dead", 0, -1)]
+
+
+def test_args_arrive_as_separate_argv_entries_byte_for_byte(redis, start_qworker, workdir):
+    out = os.path.join(workdir, "argv.bin")
+    q = start_qworker(redis.port, handlers=[
+        {"name": "dump", "type": "exec", "command": [PY, "-c", ARGV_DUMP, out]}])
+    q.wait_message("ready", 10)
+    args = ["a", "b c", "; rm -rf /", "$(id)"]
+    push(redis, env(handler="dump", args=args))
+    done = q.wait_completions(1, 10)
+    assert done[0]["QWORKER_OUTCOME"] == "ok", done[0]["MESSAGE"]
+    with open(out, "rb") as f:
+        assert f.read().split(b"\0") == [a.encode() for a in args]
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_timeout_stops_the_child_and_its_grandchild(redis, start_qworker, workdir):
+    pids = os.path.join(workdir, "pids")
+    q = start_qworker(redis.port, handlers=[
+        {"name": "hang", "type": "exec", "timeout": 1, "max_attempts": 2, "backoff": 30,
+         "command": ["/bin/sh", "-c", f"sleep 10 & echo $$ $! > {pids}; wait"]}])
+    q.wait_message("ready", 10)
+    pushed = push(redis, env(handler="hang"))
+    child, grandchild = wait_for(lambda: os.path.exists(pids) and open(pids).read().split(),
+                                 5, "the child to start")
+    wait_for(lambda: not alive(child) and not alive(grandchild), 3, "both to be gone")
+    gone = time.time_ns() // 1000
+    done = q.wait_completions(1, 5)
+    assert done[0]["QWORKER_OUTCOME"] == "timeout"
+    assert (gone - started(done[0])) / 1e6 <= 1.5 * SLOW, "not gone within 1.5 s of the start"
+    assert "next in" in done[0]["MESSAGE"]  # a retry is scheduled
+    assert redis("ZCARD", "qworker:schedule") == 1
+    assert pushed <= started(done[0])
+
+
+def test_fails_twice_then_succeeds_with_backoff(redis, start_qworker, workdir):
+    count = os.path.join(workdir, "count")
+    script = (f"n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; "
+              "[ $n -ge 3 ]")
+    q = start_qworker(redis.port, handlers=[
+        {"name": "flaky", "type": "exec", "max_attempts": 3, "backoff": 0.5,
+         "command": ["/bin/sh", "-c", script]}])
+    q.wait_message("ready", 10)
+    push(redis, env(handler="flaky", id="job-1"))
+    done = q.wait_completions(3, 15)
+    assert [e["QWORKER_OUTCOME"] for e in done] == ["failed", "failed", "ok"]
+    assert [e["QWORKER_ATTEMPT"] for e in done] == ["1", "2", "3"]
+    assert {e["QWORKER_TASK_ID"] for e in done} == {"job-1"}
+    assert [e["QWORKER_EXIT_STATUS"] for e in done] == ["1", "1", "0"]
+    gaps = [(started(b) - started(a)) / 1e6 for a, b in zip(done, done[1:])]
+    # Backoff 0.5 s then 1 s, each within +-25% jitter (plus a little to start the process).
+    assert 0.375 <= gaps[0] <= 0.625 + 0.1 * SLOW, gaps
+    assert 0.75 <= gaps[1] <= 1.25 + 0.1 * SLOW, gaps
+    assert dead_entries(redis) == []
+
+
+def test_exhausted_attempts_go_to_dead_and_lmove_runs_them_again(redis, start_qworker, workdir):
+    ok = os.path.join(workdir, "ok")
+    q = start_qworker(redis.port, handlers=[
+        {"name": "needs-file", "type": "exec", "max_attempts": 2, "backoff": 0.1,
+         "command": ["/bin/sh", "-c", f'test -e {ok}', "needs-file"]}],
+        queues=[{"name": "queue", "handler": "needs-file"}])
+    q.wait_message("ready", 10)
+    push(redis, "plain payload")
+    done = q.wait_completions(2, 10)
+    assert done[-1]["PRIORITY"] == "3" and "moved to qworker:dead" in done[-1]["MESSAGE"]
+    wait_for(lambda: redis("LLEN", "qworker:dead") == 1, 5, "the dead-letter entry")
+    [entry] = dead_entries(redis)
+    assert entry["payload"] == "plain payload"
+    assert entry["queue"] == "queue" and entry["handler"] == "needs-file"
+    assert entry["reason"] == "exited with status 1" and entry["attempts"] == 2
+    assert redis("ZCARD", "qworker:schedule") == 0
+    open(ok, "w").close()
+    redis("LMOVE", "qworker:dead", "queue", "RIGHT", "LEFT")
+    done = q.wait_completions(3, 10)
+    assert done[-1]["QWORKER_OUTCOME"] == "ok" and done[-1]["QWORKER_ATTEMPT"] == "1"
+    assert redis("LLEN", "qworker:dead") == 0
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_delay_starts_no_earlier_and_survives_a_restart(redis, start_qworker, restart):
+    q = start_qworker(redis.port, worker={"id": "d"})
+    q.wait_message("ready", 10)
+    pushed = push(redis, env(handler="sleep", args=0.1, delay=2))
+    wait_for(lambda: redis("ZCARD", "qworker:schedule") == 1, 5, "the task in the schedule")
+    if restart:
+        assert q.stop() == 0
+        q = start_qworker(redis.port, name="again", worker={"id": "d"})
+    done = q.wait_completions(1, 10)
+    assert done[0]["QWORKER_OUTCOME"] == "ok"
+    waited = (started(done[0]) - pushed) / 1e6
+    assert 2.0 <= waited <= 2.5 * SLOW, f"started {waited:.3f} s after the push"
+
+
+def test_strict_priority_between_queues(redis, start_qworker):
+    push(redis, *["0.2"] * 12, queue="low")
+    push(redis, *["0.2"] * 12, queue="high")
+    q = start_qworker(redis.port, worker={"concurrency": 4, "fetch_batch": 4},
+                      queues=[{"name": "high"}, {"name": "low"}])
+    done = q.wait_completions(24, 20)
+    high = [started(e) for e in done if e["QWORKER_QUEUE"] == "high"]
+    low = [started(e) for e in done if e["QWORKER_QUEUE"] == "low"]
+    assert len(high) == len(low) == 12
+    assert max(high) <= min(low), "a low task started before a high one"
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def children(pid):
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid=,stat="], capture_output=True,
+                         text=True).stdout
+    return [line.split() for line in out.splitlines()]
+
+
+def test_thousand_true_no_zombie_no_fd_leak(redis, start_qworker):
+    q = start_qworker(redis.port, worker={"concurrency": 50}, log={"level": "notice"},
+                      handlers=[{"name": "true", "type": "exec", "command": ["/bin/true"]}],
+                      queues=[{"name": "queue", "handler": "true"}])
+    q.wait_message("ready", 10)
+    before = fd_count(q.pid)
+    push(redis, *["x"] * 1000)
+
+    def succeeded():
+        v = redis("HGET", "qworker:stats", "succeeded")
+        return v is not None and int(v) == 1000
+
+    wait_for(succeeded, 60, "1,000 tasks to succeed")
+    assert redis("LLEN", "qworker:dead") == 0
+    assert children(q.pid) == [], "zombies or stray children"
+    assert fd_count(q.pid) == before
+
+
+BAD = [
+    (b'{"handler": "echo", "args": [', "invalid JSON"),
+    (b'{"handler": "nope"}', 'unknown handler "nope"'),
+    (b'{"handler": "echo", "args": "a b"}', '"args" must be an array of strings'),
+    (b'{"handler": "echo", "args": [1, 2]}', '"args"[0] must be a string'),
+    (b'{"handler": "echo", "args": ' + b"[" * 100000 + b"]" * 100000 + b"}", "invalid JSON"),
+    (b'{"handler": "echo", "args": ["' + b"x" * (10 << 20) + b'"]}', "payload too large"),
+    (b'{"handler": "echo", "args": ["a\\u0000b"]}', "invalid JSON"),
+    (b'{"handler": "echo", "args": ["a\0b"]}', "invalid JSON"),
+    (b'{"handler": "echo", "args": ["\xff\xfe"]}', "invalid JSON"),
+    (b'{"handler": "echo", "timeout": null}', '"timeout" must be a positive number'),
+    (b'{"handler": "echo", "timeout": -1}', '"timeout" must be a positive number'),
+    (b'{"handler": "echo", "max_attempts": 0}', '"max_attempts" must be a whole number'),
+    (b'{"handler": "echo", "hanlder": "x"}', 'unknown field "hanlder"'),
+    # Not an object, so a plain payload for the queue's default handler (sleep).
+    (b'["handler", "echo"]', "not a plain number of seconds"),
+]
+
+
+def test_bad_envelopes_are_dead_lettered_with_their_reason(redis, start_qworker):
+    q = start_qworker(redis.port, handlers=[
+        {"name": "echo", "type": "exec", "command": ["/bin/echo"]}])
+    q.wait_message("ready", 10)
+    for payload, _ in BAD:
+        push(redis, payload)
+    push(redis, env(handler="echo", args=["still", "fine"]))
+    done = q.wait_completions(len(BAD) + 1, 30)
+    assert q.proc.poll() is None
+    by_reason = [e for e in done if e["QWORKER_OUTCOME"] == "invalid"]
+    assert len(by_reason) == len(BAD)
+    for e, (_, reason) in zip(by_reason, BAD):
+        assert e["PRIORITY"] == "4" and reason in e["MESSAGE"], (reason, e["MESSAGE"][:300])
+    assert done[-1]["QWORKER_OUTCOME"] == "ok"
+    dead = dead_entries(redis)
+    assert len(dead) == len(BAD)
+    for entry, (payload, reason) in zip(reversed(dead), BAD):
+        assert reason in entry["reason"]
+        if "payload" in entry:
+            kept = entry["payload"].encode()
+        else:
+            kept = base64.b64decode(entry["payload_base64"])
+        assert kept == payload, "the dead letter must keep the payload whole"
+
+
+def test_children_that_flood_hang_up_or_never_read_stay_bounded(redis, start_qworker):
+    q = start_qworker(redis.port, handlers=[
+        {"name": "flood", "type": "exec", "timeout": 30, "max_attempts": 1, "max_output": 4096,
+         "command": ["/bin/sh", "-c",
+                     "head -c 100000000 /dev/zero | tr '\\\\0' x; yes | head -c 50000000"]},
+        {"name": "mute", "type": "exec", "timeout": 1, "max_attempts": 1,
+         "command": ["/bin/sh", "-c", "exec >&- 2>&-; sleep 30"]},
+        {"name": "deaf", "type": "exec", "timeout": 1, "max_attempts": 1, "args": "stdin",
+         "command": ["/bin/sleep", "30"]}])
+    q.wait_message("ready", 10)
+    push(redis, env(handler="flood"), env(handler="mute"),
+         env(handler="deaf", args=["y" * (512 << 10)]))
+    # Meanwhile the loop keeps serving other tasks on time.
+    lags = []
+    for i in range(5):
+        pushed = push(redis, "0.1")
+        e = wait_for(lambda: [e for e in q.completions("ok") if e["QWORKER_HANDLER"] == "sleep"
+                              and started(e) >= pushed], 10, "a sleep task")[0]
+        lags.append((started(e) - pushed) / 1000)
+    assert max(lags) < 50 * SLOW, f"pickup while children flood: {lags} ms"
+    done = q.wait_completions(8, 60)
+    by = {e["QWORKER_HANDLER"]: e for e in done}
+    assert by["flood"]["QWORKER_OUTCOME"] == "ok"
+    assert by["mute"]["QWORKER_OUTCOME"] == "timeout"
+    assert by["deaf"]["QWORKER_OUTCOME"] == "timeout"
+    assert int(by["mute"]["QWORKER_DURATION_MS"]) < 1500 * SLOW
+    output = [e for e in q.journal()
+              if e.get("QWORKER_STREAM") and f' {e["QWORKER_STREAM"]}: ' in e["MESSAGE"]]
+    logged = sum(len(e["MESSAGE"].split(f' {e["QWORKER_STREAM"]}: ', 1)[1]) + 1 for e in output)
+    assert logged <= 4096 + 3, f"{logged} bytes of child output logged for max_output 4096"
+    assert len(output) <= 4096 // 2 + 1
+    assert any("output beyond 4096 bytes not logged" in e["MESSAGE"] for e in q.journal())
+
+
+def test_handler_concurrency_limit_runs_its_tasks_in_waves(redis, start_qworker):
+    q = start_qworker(redis.port, worker={"concurrency": 10}, handlers=[
+        {"name": "nap", "type": "exec", "concurrency": 2, "command": ["/bin/sleep", "0.3"]}])
+    q.wait_message("ready", 10)
+    pushed = push(redis, *[env(handler="nap")] * 6)
+    done = q.wait_completions(6, 10)
+    starts = sorted((started(e) - pushed) / 1e6 for e in done)
+    waves = [round(s / 0.3) for s in starts]
+    assert waves == [0, 0, 1, 1, 2, 2], f"start times {starts}"

@@ -1,0 +1,164 @@
+/* What a payload asks for: plain payloads, envelopes, retries and dead letters coming back, and
+ * every way an envelope can be wrong. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "envelope.h"
+
+static struct handler_conf handlers[] = {
+    {.name = "sleep", .type = HANDLER_SLEEP, .max_seconds = 60},
+    {.name = "echo", .type = HANDLER_EXEC, .max_attempts = 3},
+    {.name = "feed", .type = HANDLER_EXEC, .args_stdin = true},
+};
+static struct queue_conf queues[] = {{.name = "queue", .handler = &handlers[0]},
+                                     {.name = "jobs", .handler = &handlers[1]}};
+static struct config conf = {
+    .queues = queues, .nqueues = 2, .handlers = handlers, .nhandlers = 3, .max_payload = 4096};
+
+static struct task *parse(int queue, const char *payload, int *rc)
+{
+    struct task *t = task_new(&queues[queue], payload, strlen(payload));
+
+    assert_non_null(t);
+    *rc = envelope_parse(t, &conf);
+    return t;
+}
+
+static void plain_payloads_go_to_the_queue_handler(void **state)
+{
+    int rc;
+    struct task *t = parse(0, "5", &rc);
+
+    (void)state;
+    assert_int_equal(rc, 0);
+    assert_ptr_equal(t->handler, &handlers[0]);
+    assert_null(t->json);
+    assert_string_equal(t->label, t->id);
+    task_free(t);
+    t = parse(1, "[\"not\", \"an object\"]", &rc);
+    assert_int_equal(rc, 0);
+    assert_ptr_equal(t->handler, &handlers[1]);
+    assert_null(t->json);
+    task_free(t);
+}
+
+static void envelopes_name_handler_args_and_limits(void **state)
+{
+    int rc;
+    struct task *t = parse(0,
+                           " {\"handler\": \"echo\", \"args\": [\"a\", \"b c\"], \"id\": \"job-7\","
+                           " \"timeout\": 2.5, \"max_attempts\": 4, \"delay\": 0}",
+                           &rc);
+
+    (void)state;
+    assert_int_equal(rc, 0);
+    assert_ptr_equal(t->handler, &handlers[1]);
+    assert_string_equal(t->label, "job-7");
+    assert_int_equal(json_array_size(t->args), 2);
+    assert_true(t->timeout == 2.5);
+    assert_int_equal(t->max_attempts, 4);
+    task_free(t);
+    /* stdin delivery takes any JSON value as args */
+    t = parse(0, "{\"handler\": \"feed\", \"args\": {\"k\": [1, 2]}}", &rc);
+    assert_int_equal(rc, 0);
+    task_free(t);
+}
+
+static void retries_and_dead_letters_unwrap(void **state)
+{
+    int rc;
+    struct task *t = parse(1,
+                           "{\"payload\": \"{\\\"handler\\\": \\\"echo\\\", \\\"delay\\\": 5}\","
+                           " \"attempt\": 3, \"id\": \"first-id\", \"ready\": true}",
+                           &rc);
+
+    (void)state;
+    assert_int_equal(rc, 0);
+    assert_int_equal(t->attempt, 3);
+    assert_true(t->delay == 0); /* served already */
+    assert_string_equal(t->label, "first-id");
+    assert_ptr_equal(t->handler, &handlers[1]);
+    task_free(t);
+    /* A dead letter moved back: a first attempt of the payload it keeps. */
+    t = parse(1, "{\"payload\": \"plain\", \"queue\": \"jobs\", \"reason\": \"exited with status 1\","
+                 " \"attempts\": 3}",
+              &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(t->attempt, 1);
+    assert_int_equal(t->len, 5);
+    assert_memory_equal(t->payload, "plain", 5);
+    task_free(t);
+    t = parse(1, "{\"payload_base64\": \"AP8=\", \"reason\": \"x\"}", &rc); /* "\0\xff" */
+    assert_int_equal(rc, -1);                                              /* NUL: not an arg */
+    assert_non_null(strstr(t->reason, "NUL byte"));
+    task_free(t);
+}
+
+static void bad_envelopes_say_why(void **state)
+{
+    static const struct {
+        const char *payload;
+        const char *reason;
+    } cases[] = {
+        {"{\"handler\": ", "invalid JSON"},
+        {"{\"args\": []}", "needs \"handler\""},
+        {"{\"handler\": 5}", "needs \"handler\""},
+        {"{\"handler\": \"nope\"}", "unknown handler \"nope\""},
+        {"{\"handler\": \"echo\", \"args\": \"a\"}", "must be an array of strings"},
+        {"{\"handler\": \"echo\", \"args\": [\"a\", null]}", "\"args\"[1] must be a string"},
+        {"{\"handler\": \"echo\", \"timeout\": 0}", "\"timeout\" must be a positive number"},
+        {"{\"handler\": \"echo\", \"timeout\": null}", "\"timeout\" must be a positive number"},
+        {"{\"handler\": \"echo\", \"timeout\": -1}", "\"timeout\" must be a positive number"},
+        {"{\"handler\": \"echo\", \"delay\": -1}", "\"delay\" must be a non-negative number"},
+        {"{\"handler\": \"echo\", \"max_attempts\": 1.5}", "\"max_attempts\" must be a whole"},
+        {"{\"handler\": \"echo\", \"id\": \"\"}", "\"id\" must be a string"},
+        {"{\"handler\": \"echo\", \"handler\": \"sleep\"}", "invalid JSON"},
+        {"{\"handler\": \"echo\", \"colour\": 1}", "unknown field \"colour\""},
+        {"{\"handler\": \"echo\", \"args\": [\"\\u0000\"]}", "invalid JSON"},
+        {"{\"payload\": 5, \"attempt\": 2}", "needs a \"payload\" string"},
+    };
+    int rc;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct task *t = parse(0, cases[i].payload, &rc);
+        if (rc != -1 || strstr(t->reason, cases[i].reason) == NULL)
+            fail_msg("case %zu (%s): rc %d, reason \"%s\"", i, cases[i].payload, rc, t->reason);
+        task_free(t);
+    }
+}
+
+static void payloads_over_max_payload_are_refused(void **state)
+{
+    char *big = malloc(5000);
+    struct task *t;
+
+    (void)state;
+    memset(big, '1', 4999);
+    big[4999] = '\0';
+    t = task_new(&queues[0], big, 4999);
+    assert_int_equal(envelope_parse(t, &conf), -1);
+    assert_non_null(strstr(t->reason, "payload too large: 4999 bytes (max_payload is 4096)"));
+    task_free(t);
+    free(big);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(plain_payloads_go_to_the_queue_handler),
+        cmocka_unit_test(envelopes_name_handler_args_and_limits),
+        cmocka_unit_test(retries_and_dead_letters_unwrap),
+        cmocka_unit_test(bad_envelopes_say_why),
+        cmocka_unit_test(payloads_over_max_payload_are_refused),
+    };
+    return cmocka_run_group_tests_name("envelopes", tests, NULL, NULL);
+}
