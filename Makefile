@@ -4,6 +4,11 @@
 VERSION    := 0.1.0
 BUILD      ?= build
 PREFIX     ?= /usr/local
+sbindir    ?= $(PREFIX)/sbin
+sysconfdir ?= /etc
+mandir     ?= $(PREFIX)/share/man
+docdir     ?= $(PREFIX)/share/doc/qworker
+unitdir    ?= $(PREFIX)/lib/systemd/system
 CC         ?= cc
 PKGS       := hiredis libevent libevent_pthreads libconfig libsystemd jansson
 
@@ -25,10 +30,11 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 DEB_BUILD  := gcc make pkg-config libhiredis-dev libevent-dev libconfig-dev libsystemd-dev \
               libjansson-dev
 DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python3-pytest \
-              systemd valgrind procps
+              systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
+DEB_DEB    := $(DEB_BUILD) dpkg-dev lintian binutils
 
-.PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format
+.PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format install deb
 
 all: $(BUILD)/qworker
 
@@ -86,6 +92,26 @@ unit: $(UNIT_BINS)
 test: deps-test
 	@$(MAKE) --no-print-directory all unit asan tsan
 	tests/run-all.sh
+
+# Honours PREFIX, DESTDIR, sbindir, sysconfdir, mandir, docdir, unitdir. Never overwrites an
+# existing configuration.
+install: all
+	install -D -m 0755 $(BUILD)/qworker $(DESTDIR)$(sbindir)/qworker
+	install -d $(DESTDIR)$(unitdir)
+	for u in qworker.service qworker@.service; do \
+	    sed -e 's|/usr/sbin/qworker|$(sbindir)/qworker|' -e 's|/etc/qworker/|$(sysconfdir)/qworker/|g' \
+	        packaging/$$u > $(DESTDIR)$(unitdir)/$$u && chmod 0644 $(DESTDIR)$(unitdir)/$$u; \
+	done
+	install -D -m 0644 packaging/man/qworker.8 $(DESTDIR)$(mandir)/man8/qworker.8
+	install -D -m 0644 packaging/man/worker.conf.5 $(DESTDIR)$(mandir)/man5/worker.conf.5
+	install -D -m 0644 worker.conf.example $(DESTDIR)$(docdir)/examples/worker.conf.example
+	install -D -m 0644 README.md $(DESTDIR)$(docdir)/README.md
+	[ -e $(DESTDIR)$(sysconfdir)/qworker/worker.conf ] || \
+	    install -D -m 0644 worker.conf.example $(DESTDIR)$(sysconfdir)/qworker/worker.conf
+
+deb: all
+	$(call ensure_debs,$(DEB_DEB))
+	@packaging/build-deb.sh $(VERSION)
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c

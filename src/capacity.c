@@ -1,12 +1,21 @@
 #include "capacity.h"
 
+#include <errno.h>
+#include <time.h>
+
 void capacity_init(struct capacity *c, int limit)
 {
+    pthread_condattr_t attr;
+
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cond, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &attr);
+    pthread_condattr_destroy(&attr);
     c->limit = limit;
     c->used = 0;
     c->stopped = false;
+    c->paused = false;
 }
 
 void capacity_destroy(struct capacity *c)
@@ -15,16 +24,26 @@ void capacity_destroy(struct capacity *c)
     pthread_cond_destroy(&c->cond);
 }
 
-int capacity_reserve(struct capacity *c, int max)
+int capacity_reserve(struct capacity *c, int max, int timeout_ms)
 {
+    struct timespec deadline;
     int n;
 
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
     pthread_mutex_lock(&c->mu);
-    while (!c->stopped && c->used >= c->limit)
-        pthread_cond_wait(&c->cond, &c->mu);
-    if (c->stopped) {
+    while (!c->stopped && (c->paused || c->used >= c->limit))
+        if (pthread_cond_timedwait(&c->cond, &c->mu, &deadline) == ETIMEDOUT)
+            break;
+    if (c->stopped || c->paused || c->used >= c->limit) {
+        n = c->stopped ? 0 : -1;
         pthread_mutex_unlock(&c->mu);
-        return 0;
+        return n;
     }
     n = c->limit - c->used;
     if (n > max)
@@ -32,6 +51,14 @@ int capacity_reserve(struct capacity *c, int max)
     c->used += n;
     pthread_mutex_unlock(&c->mu);
     return n;
+}
+
+void capacity_set_limit(struct capacity *c, int limit)
+{
+    pthread_mutex_lock(&c->mu);
+    c->limit = limit;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
 }
 
 void capacity_release(struct capacity *c, int n)
@@ -58,4 +85,12 @@ int capacity_used(struct capacity *c)
     n = c->used;
     pthread_mutex_unlock(&c->mu);
     return n;
+}
+
+void capacity_pause(struct capacity *c, bool paused)
+{
+    pthread_mutex_lock(&c->mu);
+    c->paused = paused;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
 }

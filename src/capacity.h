@@ -13,16 +13,20 @@ struct capacity {
     int limit;
     int used;
     bool stopped;
+    bool paused; /* SIGTSTP: reserve nothing until resumed */
 };
 
 void capacity_init(struct capacity *c, int limit);
 void capacity_destroy(struct capacity *c);
 
-/* Waits until at least one slot is free, then reserves up to max of them. Returns how many were
- * reserved, or 0 once capacity_stop was called. */
-int capacity_reserve(struct capacity *c, int max);
+/* Waits up to timeout_ms until at least one slot is free, then reserves up to max of them.
+ * Returns how many were reserved, 0 once capacity_stop was called, -1 if none became free. */
+int capacity_reserve(struct capacity *c, int max, int timeout_ms);
+/* A new limit (reload): slots already used stay used. */
+void capacity_set_limit(struct capacity *c, int limit);
 void capacity_release(struct capacity *c, int n);
 void capacity_stop(struct capacity *c);
+void capacity_pause(struct capacity *c, bool paused);
 int capacity_used(struct capacity *c);
 
 #endif

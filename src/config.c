@@ -218,8 +218,12 @@ static char *default_worker_id(void)
     char host[256] = "localhost";
     char *id;
 
+    const char *instance = getenv("QWORKER_INSTANCE");
+
     gethostname(host, sizeof(host) - 1);
-    if (asprintf(&id, "%s:1", host) < 0)
+    if (instance == NULL || instance[0] == '\0')
+        instance = "1";
+    if (asprintf(&id, "%s:%s", host, instance) < 0)
         return NULL;
     return id;
 }
@@ -615,5 +619,33 @@ const struct queue_conf *config_queue(const struct config *c, const char *name, 
     for (int i = 0; i < c->nqueues; i++)
         if (strlen(c->queues[i].name) == len && memcmp(c->queues[i].name, name, len) == 0)
             return &c->queues[i];
+    return NULL;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+const char *config_fixed_change(const struct config *old, const struct config *next)
+{
+    const struct redis_conf *a = &old->redis, *b = &next->redis;
+
+    if (!same_str(a->host, b->host) || a->port != b->port ||
+        !same_str(a->unix_socket, b->unix_socket) || a->db != b->db ||
+        !same_str(a->username, b->username) || !same_str(a->password, b->password) ||
+        a->connect_timeout_ms != b->connect_timeout_ms ||
+        a->command_timeout_ms != b->command_timeout_ms)
+        return "the redis section";
+    if (strcmp(old->worker_id, next->worker_id) != 0)
+        return "worker.id";
+    if (strcmp(old->prefix, next->prefix) != 0)
+        return "worker.prefix";
+    if (old->delivery != next->delivery)
+        return "worker.delivery";
+    if (old->heartbeat_ttl_ms != next->heartbeat_ttl_ms)
+        return "worker.heartbeat_ttl";
+    if (old->log_target != next->log_target)
+        return "log.target";
     return NULL;
 }

@@ -76,6 +76,10 @@ struct config {
 struct config *config_load(const char *path, char *err, size_t errlen);
 void config_free(struct config *conf);
 
+/* The first setting that differs between two configs and cannot change on a reload (it would
+ * take reconnecting or another identity), or NULL. */
+const char *config_fixed_change(const struct config *old, const struct config *next);
+
 const struct queue_conf *config_queue(const struct config *conf, const char *name, size_t len);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "capacity.h"
 #include "clock.h"
+#include "health.h"
 #include "log.h"
 #include "redis.h"
 #include "scripts.h"
@@ -43,9 +44,10 @@ struct consumer {
     struct capacity *cap;
     struct taskq *out;
     struct rconn rc;
-    int stopfd;
+    int wakefd; /* written on stop and on reload: ends any wait */
     atomic_bool stopping;
-    bool ready; /* has connected once */
+    _Atomic(const struct config *) next_conf; /* a reload waiting to be applied */
+    _Atomic bool ready;
     pthread_t thread;
 
     /* at-least-once: one waiter connection per queue, blocked in BLMOVE q q RIGHT RIGHT (which
@@ -95,25 +97,16 @@ static int init_reliable(struct consumer *cs)
     return 0;
 }
 
-struct consumer *consumer_new(const struct config *conf, struct capacity *cap, struct taskq *out)
+/* Everything built from the config: the fetch command and, for at-least-once, the waiters. */
+static int configure(struct consumer *cs, const struct config *conf)
 {
-    struct consumer *cs = calloc(1, sizeof(*cs));
     int k = 0;
 
-    if (cs == NULL)
-        return NULL;
     cs->conf = conf;
-    cs->cap = cap;
-    cs->out = out;
-    rconn_init(&cs->rc, &conf->redis, "consumer");
-    cs->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     cs->argc = conf->nqueues + 6;
     cs->argv = calloc((size_t)cs->argc, sizeof(*cs->argv));
-    if (cs->stopfd < 0 || cs->argv == NULL ||
-        (conf->delivery == DELIVERY_AT_LEAST_ONCE && init_reliable(cs) < 0)) {
-        consumer_free(cs);
-        return NULL;
-    }
+    if (cs->argv == NULL || (conf->delivery == DELIVERY_AT_LEAST_ONCE && init_reliable(cs) < 0))
+        return -1;
     snprintf(cs->block, sizeof(cs->block), "%d", BLOCK_SECONDS);
     snprintf(cs->numkeys, sizeof(cs->numkeys), "%d", conf->nqueues);
     cs->argv[k++] = "BLMPOP";
@@ -124,15 +117,14 @@ struct consumer *consumer_new(const struct config *conf, struct capacity *cap, s
     cs->argv[k++] = "RIGHT";
     cs->argv[k++] = "COUNT";
     cs->argv[k++] = cs->count;
-    return cs;
+    return 0;
 }
 
-void consumer_free(struct consumer *cs)
+static void unconfigure(struct consumer *cs)
 {
-    if (cs == NULL)
-        return;
-    if (cs->stopfd >= 0)
-        close(cs->stopfd);
+    if (cs->waiters != NULL)
+        for (int i = 0; i < cs->conf->nqueues; i++)
+            rconn_close(&cs->waiters[i].rc);
     free(cs->argv);
     if (cs->fetch_keys != NULL)
         free((char *)cs->fetch_keys[0]);
@@ -140,7 +132,60 @@ void consumer_free(struct consumer *cs)
     free(cs->fetch_args);
     free(cs->ids);
     free(cs->waiters);
+    cs->argv = NULL;
+    cs->fetch_keys = NULL;
+    cs->fetch_args = NULL;
+    cs->ids = NULL;
+    cs->waiters = NULL;
+}
+
+struct consumer *consumer_new(const struct config *conf, struct capacity *cap, struct taskq *out)
+{
+    struct consumer *cs = calloc(1, sizeof(*cs));
+
+    if (cs == NULL)
+        return NULL;
+    cs->cap = cap;
+    cs->out = out;
+    cs->conf = conf;
+    rconn_init(&cs->rc, &conf->redis, "consumer");
+    cs->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (cs->wakefd < 0 || configure(cs, conf) < 0) {
+        consumer_free(cs);
+        return NULL;
+    }
+    return cs;
+}
+
+void consumer_free(struct consumer *cs)
+{
+    if (cs == NULL)
+        return;
+    if (cs->wakefd >= 0)
+        close(cs->wakefd);
+    unconfigure(cs);
     free(cs);
+}
+
+/* A wake-up: true if it means stop or reload (the caller ends its wait); a stray one is
+ * consumed and the wait goes on. */
+static bool interrupted(struct consumer *cs)
+{
+    uint64_t n;
+
+    if (atomic_load(&cs->stopping) || atomic_load(&cs->next_conf) != NULL)
+        return true;
+    if (read(cs->wakefd, &n, sizeof(n)) < 0) {
+        /* Nothing to consume. */
+    }
+    return false;
+}
+
+static int slice_ms(int64_t left_us)
+{
+    int64_t ms = (left_us + 999) / 1000;
+
+    return ms < health_period_ms() ? (int)ms : health_period_ms();
 }
 
 /* Waits for the reply to the command in flight, for up to timeout_ms; returns early if a stop is
@@ -152,7 +197,7 @@ static enum wait_result wait_reply(struct consumer *cs, int timeout_ms, bool wat
     int64_t deadline = clock_mono_us() + (int64_t)timeout_ms * 1000;
 
     for (;;) {
-        struct pollfd fds[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = cs->stopfd, .events = POLLIN}};
+        struct pollfd fds[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = cs->wakefd, .events = POLLIN}};
         void *reply = NULL;
         int64_t left;
         int n;
@@ -170,12 +215,13 @@ static enum wait_result wait_reply(struct consumer *cs, int timeout_ms, bool wat
             rconn_lost(&cs->rc, "no reply within the command timeout");
             return WAIT_FAILED;
         }
-        n = poll(fds, watch_stop ? 2 : 1, (int)((left + 999) / 1000));
+        n = poll(fds, watch_stop ? 2 : 1, slice_ms(left));
+        health_beat(THREAD_CONSUMER);
         if (n < 0 && errno != EINTR) {
             rconn_lost(&cs->rc, strerror(errno));
             return WAIT_FAILED;
         }
-        if (watch_stop && (fds[1].revents & POLLIN))
+        if (watch_stop && (fds[1].revents & POLLIN) && interrupted(cs))
             return WAIT_STOPPED;
         if (fds[0].revents != 0 && redisBufferRead(c) != REDIS_OK) {
             rconn_lost(&cs->rc, c->errstr);
@@ -409,40 +455,64 @@ static void wait_for_work(struct consumer *cs)
         }
         fds[i] = (struct pollfd){.fd = w->rc.c->fd, .events = POLLIN};
     }
-    fds[nq] = (struct pollfd){.fd = cs->stopfd, .events = POLLIN};
-    if (poll(fds, (nfds_t)nq + 1, (int)(limit_us / 1000)) <= 0)
-        return;
-    for (int i = 0; i < nq; i++)
-        if (fds[i].revents != 0)
-            waiter_read(&cs->waiters[i]);
-}
+    fds[nq] = (struct pollfd){.fd = cs->wakefd, .events = POLLIN};
+    for (;;) {
+        int64_t left = now + limit_us - clock_mono_us();
+        int n;
 
-static void close_waiters(struct consumer *cs)
-{
-    if (cs->waiters == NULL)
+        if (left <= 0)
+            return;
+        n = poll(fds, (nfds_t)nq + 1, slice_ms(left));
+        health_beat(THREAD_CONSUMER);
+        if (n < 0 && errno != EINTR)
+            return;
+        if (n <= 0)
+            continue;
+        if ((fds[nq].revents & POLLIN) && interrupted(cs))
+            return;
+        for (int i = 0; i < nq; i++)
+            if (fds[i].revents != 0)
+                waiter_read(&cs->waiters[i]);
         return;
-    for (int i = 0; i < cs->conf->nqueues; i++)
-        rconn_close(&cs->waiters[i].rc);
+    }
 }
 
 /* Sleeps up to ms unless a stop is requested. */
 static void pause_unless_stopped(struct consumer *cs, int ms)
 {
-    struct pollfd pfd = {.fd = cs->stopfd, .events = POLLIN};
+    struct pollfd pfd = {.fd = cs->wakefd, .events = POLLIN};
 
-    if (ms > 0)
-        poll(&pfd, 1, ms);
+    if (ms > 0 && poll(&pfd, 1, ms < health_period_ms() ? ms : health_period_ms()) > 0)
+        interrupted(cs);
+}
+
+/* A reload: the queues, their order, fetch_batch. Tasks already taken are not touched. */
+static void apply_reload(struct consumer *cs)
+{
+    const struct config *next = atomic_exchange(&cs->next_conf, NULL);
+
+    if (next == NULL)
+        return;
+    interrupted(cs); /* consume the wake-up that announced it */
+    unconfigure(cs);
+    if (configure(cs, next) < 0) {
+        log_err("consumer: out of memory applying the new configuration; retrying in 1 s");
+        atomic_store(&cs->next_conf, next);
+        cs->pause_until_us = clock_mono_us() + 1000000;
+    }
 }
 
 static void *consumer_main(void *arg)
 {
     struct consumer *cs = arg;
-    bool reliable = cs->conf->delivery == DELIVERY_AT_LEAST_ONCE;
 
     while (!atomic_load(&cs->stopping)) {
         int n, got;
         int64_t paused = cs->pause_until_us - clock_mono_us();
+        bool reliable = cs->conf->delivery == DELIVERY_AT_LEAST_ONCE;
 
+        health_beat(THREAD_CONSUMER);
+        apply_reload(cs);
         if (paused > 0) {
             pause_unless_stopped(cs, (int)(paused / 1000) + 1);
             continue;
@@ -451,20 +521,22 @@ static void *consumer_main(void *arg)
             pause_unless_stopped(cs, rconn_wait_ms(&cs->rc));
             continue;
         }
-        if (!cs->ready) {
-            cs->ready = true;
+        if (!atomic_load(&cs->ready)) {
+            atomic_store(&cs->ready, true);
             log_notice("ready: redis answered; taking tasks");
         }
-        n = capacity_reserve(cs->cap, cs->conf->fetch_batch);
+        n = capacity_reserve(cs->cap, cs->conf->fetch_batch, health_period_ms());
         if (n == 0)
             break;
+        if (n < 0)
+            continue; /* no free capacity yet */
         got = reliable ? fetch_reliable(cs, n) : fetch(cs, n);
         if (got < n)
             capacity_release(cs->cap, got < 0 ? n : n - got);
         if (reliable && got == 0 && !atomic_load(&cs->stopping))
             wait_for_work(cs);
     }
-    close_waiters(cs);
+    unconfigure(cs);
     rconn_close(&cs->rc);
     taskq_close(cs->out);
     return NULL;
@@ -475,14 +547,30 @@ int consumer_start(struct consumer *cs)
     return pthread_create(&cs->thread, NULL, consumer_main, cs) == 0 ? 0 : -1;
 }
 
-void consumer_stop(struct consumer *cs)
+static void wake(struct consumer *cs)
 {
     uint64_t one = 1;
 
+    if (write(cs->wakefd, &one, sizeof(one)) < 0)
+        log_err("consumer: cannot wake the consumer thread: %s", strerror(errno));
+}
+
+void consumer_stop(struct consumer *cs)
+{
     atomic_store(&cs->stopping, true);
     capacity_stop(cs->cap);
-    if (write(cs->stopfd, &one, sizeof(one)) < 0)
-        log_err("consumer: cannot signal stop: %s", strerror(errno));
+    wake(cs);
+}
+
+void consumer_reconfigure(struct consumer *cs, const struct config *conf)
+{
+    atomic_store(&cs->next_conf, conf);
+    wake(cs);
+}
+
+bool consumer_ready(struct consumer *cs)
+{
+    return atomic_load(&cs->ready);
 }
 
 void consumer_join(struct consumer *cs)

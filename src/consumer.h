@@ -3,6 +3,8 @@
 #ifndef QWORKER_CONSUMER_H
 #define QWORKER_CONSUMER_H
 
+#include <stdbool.h>
+
 #include "config.h"
 
 struct capacity;
@@ -16,5 +18,10 @@ int consumer_start(struct consumer *cs);
  * it had already taken is still handed over. The thread closes its output queue when it ends. */
 void consumer_stop(struct consumer *cs);
 void consumer_join(struct consumer *cs);
+/* From any thread: take tasks from conf's queues from the next fetch on. conf must outlive the
+ * consumer. */
+void consumer_reconfigure(struct consumer *cs, const struct config *conf);
+/* Whether it has reached Redis once. */
+bool consumer_ready(struct consumer *cs);
 
 #endif

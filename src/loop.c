@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "envelope.h"
 #include "handler.h"
+#include "health.h"
 #include "log.h"
 #include "taskq.h"
 
@@ -26,6 +27,12 @@ enum stop_mode { STOP_NONE, STOP_DRAIN, STOP_NOW };
 struct common_timeout {
     struct timeval duration;
     const struct timeval *magic;
+};
+
+struct hslot {
+    const char *name;
+    int running;
+    struct task *head, *tail;
 };
 
 struct loop {
@@ -44,12 +51,14 @@ struct loop {
     LIST_HEAD(, task) running;
     size_t nrunning;
 
-    /* Per handler (indexed like conf->handlers): how many run, and those waiting for a slot
-     * under the handler's own concurrency limit, in arrival order. */
-    int *handler_running;
-    struct task **waiting_head;
-    struct task **waiting_tail;
+    /* Per handler name (kept across reloads, so that running tasks of an old configuration
+     * still count): how many run, and those waiting under the handler's own concurrency limit,
+     * in arrival order. */
+    struct hslot *slots;
+    int nslots;
     size_t nwaiting;
+    struct event *tick;                          /* the watchdog's proof of progress */
+    _Atomic(const struct config *) next_conf; /* a reload waiting to be applied */
 
     struct common_timeout timeouts[COMMON_TIMEOUTS_MAX];
     int ntimeouts;
@@ -108,9 +117,20 @@ static void finish(struct loop *loop, struct task *t, enum outcome outcome)
     taskq_push(loop->done, t);
 }
 
-static int handler_index(const struct loop *loop, const struct task *t)
+/* The slot of a handler name, made on first use. -1 if out of memory. */
+static int slot_of(struct loop *loop, const struct handler_conf *h)
 {
-    return (int)(t->handler - loop->conf->handlers);
+    struct hslot *grown;
+
+    for (int i = 0; i < loop->nslots; i++)
+        if (strcmp(loop->slots[i].name, h->name) == 0)
+            return i;
+    grown = realloc(loop->slots, (size_t)(loop->nslots + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return -1;
+    loop->slots = grown;
+    loop->slots[loop->nslots] = (struct hslot){.name = h->name};
+    return loop->nslots++;
 }
 
 static void run_task(struct loop *loop, struct task *t)
@@ -126,17 +146,18 @@ static void run_task(struct loop *loop, struct task *t)
     }
     LIST_INSERT_HEAD(&loop->running, t, running);
     loop->nrunning++;
-    loop->handler_running[handler_index(loop, t)]++;
+    loop->slots[t->slot].running++;
 }
 
-static struct task *pop_waiting(struct loop *loop, int h)
+static struct task *pop_waiting(struct loop *loop, int slot)
 {
-    struct task *t = loop->waiting_head[h];
+    struct hslot *h = &loop->slots[slot];
+    struct task *t = h->head;
 
     if (t != NULL) {
-        loop->waiting_head[h] = t->wait_next;
-        if (loop->waiting_head[h] == NULL)
-            loop->waiting_tail[h] = NULL;
+        h->head = t->wait_next;
+        if (h->head == NULL)
+            h->tail = NULL;
         loop->nwaiting--;
     }
     return t;
@@ -144,14 +165,14 @@ static struct task *pop_waiting(struct loop *loop, int h)
 
 void loop_task_done(struct loop *loop, struct task *t, enum outcome outcome)
 {
-    int h = handler_index(loop, t);
+    int slot = t->slot;
     struct task *next;
 
     LIST_REMOVE(t, running);
     loop->nrunning--;
-    loop->handler_running[h]--;
+    loop->slots[slot].running--;
     finish(loop, t, outcome);
-    if ((next = pop_waiting(loop, h)) != NULL)
+    if ((next = pop_waiting(loop, slot)) != NULL)
         run_task(loop, next);
     maybe_exit(loop);
 }
@@ -164,7 +185,7 @@ static void requeue_running(struct loop *loop)
         log_notice("shutdown: stopping %zu running task(s) and putting them back at the front of "
                    "their queue",
                    loop->nrunning);
-    for (int h = 0; h < loop->conf->nhandlers; h++) {
+    for (int h = 0; h < loop->nslots; h++) {
         while ((t = pop_waiting(loop, h)) != NULL) {
             snprintf(t->reason, sizeof(t->reason), "worker shutting down");
             finish(loop, t, OUTCOME_REQUEUED);
@@ -174,7 +195,7 @@ static void requeue_running(struct loop *loop)
         handler_ops(t->handler->type)->cancel(loop, t);
         LIST_REMOVE(t, running);
         loop->nrunning--;
-        loop->handler_running[handler_index(loop, t)]--;
+        loop->slots[t->slot].running--;
         snprintf(t->reason, sizeof(t->reason), "worker shutting down");
         finish(loop, t, OUTCOME_REQUEUED);
     }
@@ -225,14 +246,21 @@ static void start_task(struct loop *loop, struct task *t)
         finish(loop, t, OUTCOME_DELAYED);
         return;
     }
-    h = handler_index(loop, t);
-    if (t->handler->concurrency > 0 && loop->handler_running[h] >= t->handler->concurrency) {
+    h = slot_of(loop, t->handler);
+    if (h < 0) {
+        snprintf(t->reason, sizeof(t->reason), "out of memory");
+        finish(loop, t, OUTCOME_FAILED);
+        return;
+    }
+    t->slot = h;
+    if (t->handler->concurrency > 0 && loop->slots[h].running >= t->handler->concurrency) {
+        struct hslot *slot = &loop->slots[h];
         t->wait_next = NULL;
-        if (loop->waiting_tail[h] != NULL)
-            loop->waiting_tail[h]->wait_next = t;
+        if (slot->tail != NULL)
+            slot->tail->wait_next = t;
         else
-            loop->waiting_head[h] = t;
-        loop->waiting_tail[h] = t;
+            slot->head = t;
+        slot->tail = t;
         loop->nwaiting++;
         return;
     }
@@ -245,8 +273,12 @@ static void on_doorbell(evutil_socket_t fd, short what, void *arg)
     struct task *t, *next;
     int request = atomic_load(&loop->stop_request);
 
+    const struct config *reloaded = atomic_exchange(&loop->next_conf, NULL);
+
     (void)fd;
     (void)what;
+    if (reloaded != NULL)
+        loop->conf = reloaded; /* for the tasks that start from now on */
     if (request != STOP_NONE)
         begin_stop(loop, (enum stop_mode)request);
     for (t = taskq_take_all(&loop->inbox, &loop->inbox_closed); t != NULL; t = next) {
@@ -254,6 +286,14 @@ static void on_doorbell(evutil_socket_t fd, short what, void *arg)
         start_task(loop, t);
     }
     maybe_exit(loop);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    health_beat(THREAD_LOOP);
 }
 
 /* A precise clock: libevent's default monotonic clock is the coarse one, whose jiffy steps would
@@ -282,18 +322,14 @@ struct loop *loop_new(const struct config *conf, struct capacity *cap, struct ta
     loop->done = done;
     LIST_INIT(&loop->running);
     taskq_init(&loop->inbox, ring, loop);
-    loop->handler_running = calloc((size_t)conf->nhandlers, sizeof(*loop->handler_running));
-    loop->waiting_head = calloc((size_t)conf->nhandlers, sizeof(*loop->waiting_head));
-    loop->waiting_tail = calloc((size_t)conf->nhandlers, sizeof(*loop->waiting_tail));
-    if (loop->handler_running == NULL || loop->waiting_head == NULL || loop->waiting_tail == NULL)
-        goto fail;
     loop->base = new_base();
     if (loop->base == NULL)
         goto fail;
     /* No timeout on the doorbell: an activation racing its timeout can be lost (libevent #1530). */
     loop->doorbell = event_new(loop->base, -1, 0, on_doorbell, loop);
     loop->drain_timer = evtimer_new(loop->base, on_drain_timeout, loop);
-    if (loop->doorbell == NULL || loop->drain_timer == NULL)
+    loop->tick = event_new(loop->base, -1, EV_PERSIST, on_tick, loop);
+    if (loop->doorbell == NULL || loop->drain_timer == NULL || loop->tick == NULL)
         goto fail;
     return loop;
 fail:
@@ -309,18 +345,23 @@ void loop_free(struct loop *loop)
         event_free(loop->doorbell);
     if (loop->drain_timer != NULL)
         event_free(loop->drain_timer);
+    if (loop->tick != NULL)
+        event_free(loop->tick);
     if (loop->base != NULL)
         event_base_free(loop->base);
     taskq_destroy(&loop->inbox);
-    free(loop->handler_running);
-    free(loop->waiting_head);
-    free(loop->waiting_tail);
+    free(loop->slots);
     free(loop);
 }
 
 static void *loop_main(void *arg)
 {
     struct loop *loop = arg;
+    int ms = health_period_ms();
+    struct timeval period = {ms / 1000, (ms % 1000) * 1000};
+
+    health_beat(THREAD_LOOP);
+    evtimer_add(loop->tick, &period);
 
     if (event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0)
         log_err("loop: event loop failed");
@@ -341,6 +382,12 @@ void loop_stop(struct loop *loop, bool now)
 
     while (cur < mode && !atomic_compare_exchange_weak(&loop->stop_request, &cur, mode))
         ;
+    ring(loop);
+}
+
+void loop_reconfigure(struct loop *loop, const struct config *conf)
+{
+    atomic_store(&loop->next_conf, conf);
     ring(loop);
 }
 

@@ -26,6 +26,10 @@ int loop_start(struct loop *loop);
  * runs. */
 void loop_stop(struct loop *loop, bool now);
 void loop_join(struct loop *loop);
+/* From any thread: tasks that start from now on use conf (its handlers, shutdown_timeout).
+ * Running tasks keep the configuration they started with, so conf and the old one must outlive
+ * the loop. */
+void loop_reconfigure(struct loop *loop, const struct config *conf);
 
 /* Loop thread only, for handlers. */
 struct event_base *loop_base(struct loop *loop);

@@ -14,6 +14,9 @@
 #include "capacity.h"
 #include "config.h"
 #include "consumer.h"
+#include "daemon.h"
+#include "health.h"
+#include "notify.h"
 #include "identity.h"
 #include "log.h"
 #include "loop.h"
@@ -29,15 +32,6 @@
 #define EXIT_USAGE 64 /* EX_USAGE */
 
 #define EXIT_ID_IN_USE 75 /* EX_TEMPFAIL: systemd may try again once the other is gone */
-
-struct daemon {
-    const struct config *conf;
-    struct identity id;
-    struct capacity cap;
-    struct reporter *reporter;
-    struct loop *loop;
-    struct consumer *consumer;
-};
 
 static void usage(FILE *out)
 {
@@ -106,43 +100,6 @@ static enum claim_result claim_id(struct daemon *d, const sigset_t *set)
     return r;
 }
 
-/* The only signal handling: this thread waits for them; every thread has them blocked. */
-static void wait_for_stop(const sigset_t *set)
-{
-    siginfo_t info;
-
-    for (;;) {
-        int sig = sigwaitinfo(set, &info);
-        if (sig == SIGTERM || sig == SIGINT) {
-            log_notice("%s: stopping; no new tasks are taken", strsignal(sig));
-            return;
-        }
-        if (sig == SIGHUP)
-            log_notice("SIGHUP: reloading the configuration is not supported by this version; "
-                       "nothing changed");
-    }
-}
-
-/* Waits for the threads to finish in order; a second SIGTERM/SIGINT cuts the drain short. */
-static void stop_threads(struct daemon *d, const sigset_t *set)
-{
-    struct timespec tick = {0, 20 * 1000 * 1000};
-    bool now = false;
-
-    loop_stop(d->loop, false);
-    consumer_stop(d->consumer);
-    while (reporter_tryjoin(d->reporter) < 0) {
-        int sig = sigtimedwait(set, NULL, &tick);
-        if ((sig == SIGTERM || sig == SIGINT) && !now) {
-            log_notice("%s again: stopping running tasks now", strsignal(sig));
-            loop_stop(d->loop, true);
-            now = true;
-        }
-    }
-    consumer_join(d->consumer);
-    loop_join(d->loop);
-}
-
 /* Everything between a valid config and exit; returns the exit status. */
 static int run(struct daemon *d, const sigset_t *set)
 {
@@ -171,8 +128,8 @@ static int run(struct daemon *d, const sigset_t *set)
     if (start_threads(d) < 0) {
         status = 1;
     } else {
-        wait_for_stop(set);
-        stop_threads(d, set);
+        control_serve(d, set);
+        control_stop(d, set);
         log_notice("stopped");
     }
     consumer_free(d->consumer);
@@ -235,6 +192,9 @@ int main(int argc, char **argv)
     }
     log_init(conf->log_target, conf->log_level);
     d.conf = conf;
+    /* Every thread waits at most a quarter of the watchdog interval between beats. */
+    if (notify_watchdog_usec() > 0)
+        health_set_period_ms((int)(notify_watchdog_usec() / 4000));
 
     /* Block the signals before any thread exists, so that every thread inherits the mask and
      * only sigwaitinfo() below sees them. A peer closing a socket must not kill us. */
@@ -243,9 +203,15 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGTSTP);
+    sigaddset(&set, SIGCONT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     status = run(&d, &set);
     identity_free(&d.id);
-    config_free(conf);
+    for (int i = 0; i < d.nretired; i++)
+        config_free(d.retired[i]);
+    free(d.retired);
+    config_free((struct config *)d.conf);
     return status;
 }

@@ -279,3 +279,13 @@ redisReply *rconn_reply(struct rconn *r)
         reply = NULL;
     return checked(r, reply);
 }
+
+bool redis_outage(void)
+{
+    bool down;
+
+    pthread_mutex_lock(&outage_mu);
+    down = outage_conns > 0;
+    pthread_mutex_unlock(&outage_mu);
+    return down;
+}

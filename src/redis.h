@@ -41,6 +41,9 @@ redisReply *rconn_command(struct rconn *r, int argc, const char **argv, const si
 redisReply *rconn_reply(struct rconn *r);
 bool reply_means_reconnect(const redisReply *reply);
 
+/* Whether a connection of this process is failing to reach Redis now. */
+bool redis_outage(void);
+
 /* "127.0.0.1:6379" or "unix:/run/redis.sock". */
 const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len);
 /* One plain connection (AUTH, SELECT, timeouts); NULL with a reason in err. */

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "base64.h"
 #include "capacity.h"
 #include "clock.h"
+#include "health.h"
 #include "identity.h"
 #include "scripts.h"
 #include "log.h"
@@ -32,6 +34,11 @@ static const char *const counter_names[C_COUNT] = {"processed", "succeeded", "fa
 #define SCHEDULE_CHECK_US (2 * 1000000LL)
 #define SCHEDULE_BATCH "1000"
 
+struct queue_count {
+    const char *name;
+    long long c[C_COUNT];
+};
+
 struct reporter {
     const struct config *conf;
     struct taskq inbox;
@@ -47,13 +54,15 @@ struct reporter {
     struct capacity *cap;
     int64_t next_beat_us;
 
-    long long (*per_queue)[C_COUNT]; /* scratch for one batch */
+    struct queue_count *per_queue; /* scratch for one batch, by queue name */
+    int nper_queue, per_queue_cap;
     const char **ack_argv;           /* HDEL <in-flight> <id>...: scratch for one batch */
     size_t ack_cap;
     char *stats_key;
     char *dead_key;
     char *schedule_key;
     int64_t next_due_us; /* monotonic: when to move due schedule entries next */
+    _Atomic long long done_ok, done_failed; /* for STATUS= */
     uint64_t rng;
 };
 
@@ -70,8 +79,7 @@ struct reporter *reporter_new(const struct config *conf, struct identity *id, st
     rconn_init(&rp->rc, &conf->redis, "reporter");
     rp->pending_tailp = &rp->pending;
     rp->rng = (uint64_t)clock_real_us() | 1;
-    rp->per_queue = calloc((size_t)conf->nqueues, sizeof(*rp->per_queue));
-    if (rp->per_queue == NULL || asprintf(&rp->stats_key, "%s:stats", conf->prefix) < 0 ||
+    if (asprintf(&rp->stats_key, "%s:stats", conf->prefix) < 0 ||
         asprintf(&rp->dead_key, "%s:dead", conf->prefix) < 0 ||
         asprintf(&rp->schedule_key, "%s:schedule", conf->prefix) < 0) {
         reporter_free(rp);
@@ -262,9 +270,31 @@ static char *dead_entry(const struct reporter *rp, const struct task *t)
     return s;
 }
 
+/* Counters of one queue for this batch; queues are few, a batch holds a handful of them. Names
+ * outlive the batch (configurations are kept until exit). */
+static long long *queue_counters(struct reporter *rp, const char *name)
+{
+    static long long sink[C_COUNT]; /* only if out of memory: the per-queue counts are lost */
+    struct queue_count *grown;
+
+    for (int i = 0; i < rp->nper_queue; i++)
+        if (strcmp(rp->per_queue[i].name, name) == 0)
+            return rp->per_queue[i].c;
+    if (rp->nper_queue == rp->per_queue_cap) {
+        int cap = rp->per_queue_cap ? rp->per_queue_cap * 2 : 4;
+        grown = realloc(rp->per_queue, (size_t)cap * sizeof(*grown));
+        if (grown == NULL)
+            return sink;
+        rp->per_queue = grown;
+        rp->per_queue_cap = cap;
+    }
+    rp->per_queue[rp->nper_queue] = (struct queue_count){.name = name};
+    return rp->per_queue[rp->nper_queue++].c;
+}
+
 static void count(struct reporter *rp, const struct task *t, long long *total)
 {
-    long long *q = rp->per_queue[t->queue - rp->conf->queues];
+    long long *q = queue_counters(rp, t->queue->name);
     int c[3], n = 0;
 
     switch (t->outcome) {
@@ -372,7 +402,7 @@ static int append_batch(struct reporter *rp)
     const char *multi[] = {"MULTI"};
     int queued = 0;
 
-    memset(rp->per_queue, 0, (size_t)rp->conf->nqueues * sizeof(*rp->per_queue));
+    rp->nper_queue = 0;
     append(rp, 1, multi, NULL);
     if (append_ack(rp))
         queued++;
@@ -383,14 +413,13 @@ static int append_batch(struct reporter *rp)
     for (int c = 0; c < C_COUNT; c++)
         if (total[c] > 0)
             queued += append_hincrby(rp, counter_names[c], total[c]);
-    for (int i = 0; i < rp->conf->nqueues; i++) {
+    for (int i = 0; i < rp->nper_queue; i++) {
         for (int c = 0; c < C_COUNT; c++) {
             char field[512];
-            if (rp->per_queue[i][c] == 0)
+            if (rp->per_queue[i].c[c] == 0)
                 continue;
-            snprintf(field, sizeof(field), "queue:%s:%s", rp->conf->queues[i].name,
-                     counter_names[c]);
-            queued += append_hincrby(rp, field, rp->per_queue[i][c]);
+            snprintf(field, sizeof(field), "queue:%s:%s", rp->per_queue[i].name, counter_names[c]);
+            queued += append_hincrby(rp, field, rp->per_queue[i].c[c]);
         }
     }
     return queued;
@@ -450,6 +479,10 @@ static void take(struct reporter *rp, struct task *batch)
 {
     for (struct task *t = batch; t != NULL; t = t->next) {
         decide(rp, t);
+        if (t->outcome == OUTCOME_OK)
+            atomic_fetch_add(&rp->done_ok, 1);
+        else if (t->outcome != OUTCOME_REQUEUED && t->outcome != OUTCOME_DELAYED)
+            atomic_fetch_add(&rp->done_failed, 1);
         if (t->due_ms > 0 && rp->next_due_us > clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000)
             rp->next_due_us = clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000;
         log_completion(rp, t);
@@ -472,7 +505,7 @@ static int wait_ms(struct reporter *rp)
         ms = due < 0 ? 0 : (int)due;
     if (rp->npending > 0 && rconn_wait_ms(&rp->rc) < ms)
         ms = rconn_wait_ms(&rp->rc);
-    return ms;
+    return ms < health_period_ms() ? ms : health_period_ms();
 }
 
 /* Moves due entries of the schedule (retries, delayed tasks: ours or any worker's) back to
@@ -524,6 +557,7 @@ static void *reporter_main(void *arg)
         int timeout = wait_ms(rp);
         struct task *batch;
 
+        health_beat(THREAD_REPORTER);
         if (closed) {
             /* Nothing more can arrive: just wait for the next connection attempt. */
             struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000};
@@ -570,4 +604,10 @@ void reporter_join(struct reporter *rp)
 int reporter_tryjoin(struct reporter *rp)
 {
     return pthread_tryjoin_np(rp->thread, NULL) == 0 ? 0 : -1;
+}
+
+void reporter_counts(struct reporter *rp, long long *ok, long long *failed)
+{
+    *ok = atomic_load(&rp->done_ok);
+    *failed = atomic_load(&rp->done_failed);
 }

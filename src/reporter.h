@@ -23,5 +23,7 @@ int reporter_start(struct reporter *rp);
 void reporter_join(struct reporter *rp);
 /* 0 if the thread has ended (and is joined), -1 if it still runs. */
 int reporter_tryjoin(struct reporter *rp);
+/* Tasks finished ok, and failed (invalid, failed, timed out), since start. */
+void reporter_counts(struct reporter *rp, long long *ok, long long *failed);
 
 #endif

@@ -61,6 +61,7 @@ struct task {
     bool dead;            /* to the dead-letter list */
     void *run;            /* loop thread: the handler's state while it runs */
     struct task *wait_next; /* loop thread: waiting for a handler slot */
+    int slot;               /* loop thread: its handler's slot */
 
     size_t len;
     char payload[];             /* not NUL-terminated: payloads are binary-safe */

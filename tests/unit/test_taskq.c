@@ -154,13 +154,16 @@ static void capacity_reserves_only_what_is_free(void **state)
 
     (void)state;
     capacity_init(&c, 5);
-    assert_int_equal(capacity_reserve(&c, 3), 3);
-    assert_int_equal(capacity_reserve(&c, 3), 2);
+    assert_int_equal(capacity_reserve(&c, 3, 1000), 3);
+    assert_int_equal(capacity_reserve(&c, 3, 1000), 2);
     capacity_release(&c, 1);
-    assert_int_equal(capacity_reserve(&c, 100), 1);
+    assert_int_equal(capacity_reserve(&c, 100, 1000), 1);
     assert_int_equal(capacity_used(&c), 5);
+    assert_int_equal(capacity_reserve(&c, 1, 10), -1); /* full: times out */
+    capacity_set_limit(&c, 6);
+    assert_int_equal(capacity_reserve(&c, 100, 10), 1);
     capacity_stop(&c);
-    assert_int_equal(capacity_reserve(&c, 1), 0);
+    assert_int_equal(capacity_reserve(&c, 1, 1000), 0);
     capacity_destroy(&c);
 }
 

@@ -1,0 +1,182 @@
+/* The main thread's work once the workers run: it alone receives signals (every thread blocks
+ * them), reloads the configuration, and is the only one talking to systemd. It wakes once a
+ * health period to ping the watchdog, if every worker thread showed progress, and to keep
+ * STATUS= current. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "consumer.h"
+#include "daemon.h"
+#include "health.h"
+#include "log.h"
+#include "loop.h"
+#include "notify.h"
+#include "redis.h"
+#include "reporter.h"
+
+struct control {
+    bool ready;
+    bool paused;
+    bool stale_said;
+    char status[256];
+};
+
+static void status_line(struct daemon *d, const struct control *c, char *out, size_t len)
+{
+    long long ok, failed;
+
+    reporter_counts(d->reporter, &ok, &failed);
+    snprintf(out, len, "%s; %d in flight, %lld done, %lld failed; redis %s",
+             c->paused ? "paused (SIGTSTP)" : c->ready ? "running" : "starting",
+             capacity_used(&d->cap), ok, failed, redis_outage() ? "unreachable" : "up");
+}
+
+/* READY=1 once Redis answered and every thread runs; then STATUS= whenever it changes. */
+static void report(struct daemon *d, struct control *c)
+{
+    char now[256];
+
+    status_line(d, c, now, sizeof(now));
+    if (!c->ready && consumer_ready(d->consumer)) {
+        c->ready = true;
+        status_line(d, c, now, sizeof(now));
+        notify_ready(now);
+    } else if (strcmp(now, c->status) != 0) {
+        notify_status(now);
+    }
+    snprintf(c->status, sizeof(c->status), "%s", now);
+}
+
+static void watchdog(struct control *c)
+{
+    uint64_t usec = notify_watchdog_usec();
+    const char *stale = NULL;
+
+    if (usec == 0)
+        return;
+    /* Half the interval: a thread that missed two of its beats is not making progress. */
+    if (health_all_fresh((int64_t)usec / 2, &stale)) {
+        notify_watchdog();
+        c->stale_said = false;
+    } else if (!c->stale_said) {
+        c->stale_said = true;
+        log_err("the %s thread shows no progress: no more watchdog pings until it does", stale);
+    }
+}
+
+static void reload(struct daemon *d, struct control *c)
+{
+    struct config *next, **grown;
+    const char *fixed;
+    char err[1024];
+
+    notify_reloading();
+    next = config_load(d->conf->path, err, sizeof(err));
+    if (next == NULL) {
+        log_err("reload refused, the running configuration stays: %s", err);
+    } else if ((fixed = config_fixed_change(d->conf, next)) != NULL) {
+        log_err("reload refused, the running configuration stays: %s: %s cannot change "
+                "without a restart",
+                d->conf->path, fixed);
+        config_free(next);
+    } else if ((grown = realloc(d->retired, (size_t)(d->nretired + 1) * sizeof(*grown))) == NULL) {
+        log_err("reload refused: out of memory");
+        config_free(next);
+    } else {
+        /* Running tasks point into the old configuration: it stays until exit. */
+        d->retired = grown;
+        d->retired[d->nretired++] = (struct config *)d->conf;
+        d->conf = next;
+        log_set_level(next->log_level);
+        capacity_set_limit(&d->cap, next->concurrency);
+        loop_reconfigure(d->loop, next);
+        consumer_reconfigure(d->consumer, next);
+        log_notice("reloaded %s: concurrency %d, %d queue(s), %d handler(s), log level %d",
+                   next->path, next->concurrency, next->nqueues, next->nhandlers, next->log_level);
+    }
+    c->status[0] = '\0';
+    status_line(d, c, c->status, sizeof(c->status));
+    notify_ready(c->status);
+}
+
+static void dump_state(struct daemon *d, struct control *c)
+{
+    char status[256];
+
+    status_line(d, c, status, sizeof(status));
+    log_notice("state: %s; worker %s, concurrency %d, %d queue(s), config %s, %d reload(s)",
+               status, d->conf->worker_id, d->conf->concurrency, d->conf->nqueues, d->conf->path,
+               d->nretired);
+}
+
+void control_serve(struct daemon *d, const sigset_t *signals)
+{
+    struct control c = {0};
+
+    for (;;) {
+        int ms = health_period_ms();
+        struct timespec tick = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        int sig = sigtimedwait(signals, NULL, &tick);
+
+        switch (sig) {
+        case SIGTERM:
+        case SIGINT:
+            log_notice("%s: stopping; no new tasks are taken", strsignal(sig));
+            return;
+        case SIGHUP:
+            reload(d, &c);
+            break;
+        case SIGUSR1:
+            dump_state(d, &c);
+            break;
+        case SIGTSTP:
+        case SIGCONT:
+            c.paused = sig == SIGTSTP;
+            capacity_pause(&d->cap, c.paused);
+            log_notice("%s: %s", strsignal(sig),
+                       c.paused ? "taking no new tasks; running ones go on" : "taking tasks again");
+            break;
+        default:
+            break;
+        }
+        report(d, &c);
+        watchdog(&c);
+    }
+}
+
+void control_stop(struct daemon *d, const sigset_t *signals)
+{
+    struct timespec tick = {0, 20 * 1000 * 1000}; /* exit promptly once the reporter is done */
+    int64_t next_ping = 0;
+    bool now = false;
+    char status[128];
+
+    snprintf(status, sizeof(status), "stopping: %d task(s) finishing or going back to Redis",
+             capacity_used(&d->cap));
+    notify_stopping(status);
+    loop_stop(d->loop, false);
+    consumer_stop(d->consumer);
+    while (reporter_tryjoin(d->reporter) < 0) {
+        int ms = health_period_ms();
+        int sig;
+
+        if (clock_mono_us() >= next_ping) {
+            /* The drain is bounded by shutdown_timeout: while it lasts, systemd waits. */
+            notify_extend_timeout((uint64_t)ms * 3000);
+            if (notify_watchdog_usec() > 0)
+                notify_watchdog();
+            next_ping = clock_mono_us() + (int64_t)ms * 1000;
+        }
+        sig = sigtimedwait(signals, NULL, &tick);
+        if ((sig == SIGTERM || sig == SIGINT) && !now) {
+            log_notice("%s again: stopping running tasks now", strsignal(sig));
+            loop_stop(d->loop, true);
+            now = true;
+        }
+    }
+    consumer_join(d->consumer);
+    loop_join(d->loop);
+}
