@@ -88,9 +88,10 @@ unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done
 
 # Every test: unit tests plain, under valgrind and under both sanitizers; the end-to-end suite
-# against the plain build, then again against the ASan+UBSan and TSan builds.
+# against the plain build, then again against the ASan+UBSan and TSan builds; the .deb in a real
+# systemd.
 test: deps-test
-	@$(MAKE) --no-print-directory all unit asan tsan
+	@$(MAKE) --no-print-directory all unit asan tsan deb
 	tests/run-all.sh
 
 # Honours PREFIX, DESTDIR, sbindir, sysconfdir, mandir, docdir, unitdir. Never overwrites an

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -524,6 +525,8 @@ static void *consumer_main(void *arg)
         if (!atomic_load(&cs->ready)) {
             atomic_store(&cs->ready, true);
             log_notice("ready: redis answered; taking tasks");
+            /* Wakes the main thread (it waits for signals) to tell systemd at once. */
+            kill(getpid(), SIGUSR2);
         }
         n = capacity_reserve(cs->cap, cs->conf->fetch_batch, health_period_ms());
         if (n == 0)

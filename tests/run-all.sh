@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the unit tests plain, under valgrind, and under ASan+UBSan and TSan; then the
-# end-to-end suite against the plain build and against both sanitizer builds. Build first (make test
+# end-to-end suite against the plain build and against both sanitizer builds; then the .deb in a
+# real systemd (../shared/systemd-sandbox). Build first (make test
 # does). Prints one closing line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,7 @@ step "unit tests under TSan" unit_all build/tsan
 step "end-to-end" e2e build/qworker 1
 step "end-to-end under ASan+UBSan" e2e build/asan/qworker 2 -k "not make_demo"
 step "end-to-end under TSan" e2e build/tsan/qworker 3 -k "not make_demo"
+step "systemd service (sandbox)" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/systemd
 
 echo
 for f in "${failures[@]}"; do echo "FAILED: $f"; done

@@ -1,0 +1,66 @@
+"""Signals outside systemd: SIGHUP reloads queues, handlers and concurrency without touching
+running tasks; SIGTSTP/SIGCONT pause and resume fetching; SIGUSR1 logs the state. Run under the
+sanitizer builds too: a reload crosses every thread."""
+
+import signal
+import time
+
+from harness import wait_for, write_config
+
+
+def push(redis, *payloads, queue="queue"):
+    redis("LPUSH", queue, *payloads)
+
+
+def test_sighup_switches_queues_and_handlers_without_touching_running_tasks(redis, start_qworker):
+    q = start_qworker(redis.port, queues=[{"name": "a"}], worker={"concurrency": 2})
+    q.wait_message("ready", 10)
+    push(redis, "1.5", queue="a")
+    wait_for(lambda: redis("LLEN", "a") == 0, 5, "the task of queue a to start")
+    write_config(q.config, redis.port, worker={"concurrency": 5},
+                 queues=[{"name": "b", "handler": "echo"}],
+                 handlers=[{"name": "echo", "type": "exec", "command": ["/bin/echo"]}])
+    q.signal(signal.SIGHUP)
+    q.wait_message("reloaded", 10)
+    push(redis, "hello", queue="b")
+    push(redis, "0.1", queue="a")  # no longer served
+    done = q.wait_completions(2, 10)
+    by_queue = {e["QWORKER_QUEUE"]: e for e in done}
+    assert by_queue["a"]["QWORKER_DURATION_MS"].startswith("15")  # ran to its end, once
+    assert by_queue["b"]["QWORKER_HANDLER"] == "echo" and by_queue["b"]["QWORKER_OUTCOME"] == "ok"
+    assert redis("LLEN", "a") == 1
+    assert len(q.completions()) == 2
+
+
+def test_sighup_with_a_broken_file_keeps_the_running_configuration(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    with open(q.config, "a") as f:
+        f.write("worker2 = { };\n")
+    q.signal(signal.SIGHUP)
+    refused = q.wait_message("reload refused", 10)
+    assert f"{q.config}:4: unknown setting 'worker2'" in refused[0]["MESSAGE"]
+    push(redis, "0.1")
+    assert q.wait_completions(1, 5)[0]["QWORKER_OUTCOME"] == "ok"
+
+
+def test_sigtstp_pauses_fetching_and_sigcont_resumes(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    q.signal(signal.SIGTSTP)
+    q.wait_message("taking no new tasks", 5)
+    push(redis, "0.1")
+    paused_until = time.monotonic() + 1.0
+    while time.monotonic() < paused_until:  # the pause itself is what is tested
+        assert redis("LLEN", "queue") == 1, "took a task while paused"
+        time.sleep(0.05)
+    q.signal(signal.SIGCONT)
+    assert q.wait_completions(1, 5)[0]["QWORKER_OUTCOME"] == "ok"
+
+
+def test_sigusr1_logs_the_state(redis, start_qworker):
+    q = start_qworker(redis.port)
+    q.wait_message("ready", 10)
+    q.signal(signal.SIGUSR1)
+    state = q.wait_message("state: running", 5)
+    assert "in flight" in state[0]["MESSAGE"] and "redis up" in state[0]["MESSAGE"]

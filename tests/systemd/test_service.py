@@ -1,0 +1,239 @@
+"""qworker as a real systemd service (issue 5): the .deb installed in a real systemd (PID 1 of its
+own namespaces, ../shared/systemd-sandbox), driven with systemctl and read with journalctl, as an
+operator would. Redis runs inside too, as a unit of its own on a private port."""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SANDBOX = os.path.normpath(os.path.join(ROOT, "..", "shared", "systemd-sandbox", "sandbox.sh"))
+BUILD = os.path.join(ROOT, "build")
+PORT = 16379
+ENV = dict(os.environ, SANDBOX_NAME=f"qworker-test-{os.getpid()}")
+
+CONFIG = """redis = {{ host = "127.0.0.1"; port = %d; }};
+worker = {{ concurrency = {concurrency}; shutdown_timeout = 2; heartbeat_ttl = 3; }};
+log = {{ target = "auto"; }};
+""" % PORT
+
+
+REDIS_UNIT = f"""[Unit]
+Description=the tests' Redis, on a private port
+[Service]
+Type=notify
+ExecStart=/usr/bin/redis-server --port {PORT} --bind 127.0.0.1 --save "" --appendonly no --supervised systemd
+"""
+
+
+def sh(*args, check=True, timeout=60, input=None):
+    r = subprocess.run([SANDBOX, *args], env=ENV, capture_output=True, text=True, timeout=timeout,
+                       input=input)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} exited {r.returncode}: {r.stdout}{r.stderr}")
+    return r
+
+
+def run(*cmd, **kw):
+    return sh("exec", *cmd, **kw)
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def prop(name, unit="qworker"):
+    return run("systemctl", "show", "-p", name, "--value", unit).stdout.strip()
+
+
+def redis(*args):
+    return run("redis-cli", "-p", str(PORT), *args).stdout.strip()
+
+
+def journal(*match, unit="qworker"):
+    # (journalctl -g exits 1 when nothing matches)
+    out = run("journalctl", "-u", unit, "-o", "json", "--no-pager", *match, check=False).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def completions(since_usec=0):
+    return [e for e in journal() if "QWORKER_OUTCOME" in e
+            and int(e["__REALTIME_TIMESTAMP"]) >= since_usec]
+
+
+def write_config(concurrency=2, text=None):
+    run("sh", "-c", "cat > /etc/qworker/worker.conf",
+        input=text if text is not None else CONFIG.format(concurrency=concurrency))
+
+
+def now_usec():
+    return int(run("date", "+%s%6N").stdout)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    deb = sorted(f for f in os.listdir(BUILD) if f.endswith(".deb"))
+    assert deb, "build the package first: make deb"
+    sh("up", BUILD, timeout=120)
+    try:
+        run("dpkg", "-i", os.path.join(BUILD, deb[-1]), timeout=120)
+        run("sh", "-c", "cat > /etc/systemd/system/test-redis.service", input=REDIS_UNIT)
+        run("systemctl", "daemon-reload")
+        run("systemctl", "start", "test-redis", timeout=30)
+        yield
+    finally:
+        sh("down", check=False, timeout=120)
+
+
+@pytest.fixture
+def fresh(sandbox):
+    """A stopped qworker, an empty Redis, the default test configuration."""
+    run("systemctl", "stop", "qworker", check=False)
+    run("systemctl", "reset-failed", "qworker", check=False)
+    run("rm", "-rf", "/etc/systemd/system/qworker.service.d")
+    run("systemctl", "daemon-reload")
+    redis("FLUSHALL")
+    write_config()
+
+
+def test_starts_only_once_ready_and_reports_status(fresh):
+    run("systemctl", "stop", "test-redis")
+    try:
+        run("systemctl", "start", "--no-block", "qworker")
+        wait_for(lambda: journal("-g", "unreachable"), 10, "the outage line")
+        assert prop("ActiveState") == "activating", "READY=1 before Redis answered"
+    finally:
+        run("systemctl", "start", "test-redis")
+    wait_for(lambda: prop("ActiveState") == "active", 10, "READY=1 once Redis is back")
+    run("systemctl", "restart", "qworker", timeout=30)
+    # start returns only after READY=1: the status is the running one at once.
+    assert prop("ActiveState") == "active"
+    assert re.fullmatch(r"running; \d+ in flight, \d+ done, \d+ failed; redis up",
+                        prop("StatusText")), prop("StatusText")
+    assert prop("WatchdogUSec") == "30s"
+
+
+def test_5_3_1_in_the_journal_with_fields(fresh):
+    write_config(concurrency=10)
+    run("systemctl", "start", "qworker", timeout=30)
+    t0 = now_usec()
+    redis("LPUSH", "queue", "5", "3", "1")
+    done = wait_for(lambda: (lambda c: c if len(c) >= 3 else None)(completions(t0)), 15,
+                    "three completions")
+    assert [e["QWORKER_DURATION_MS"][0] for e in done] == ["1", "3", "5"]
+    for e in done:
+        assert e["QWORKER_OUTCOME"] == "ok" and e["QWORKER_QUEUE"] == "queue"
+        assert e["QWORKER_HANDLER"] == "sleep" and e["QWORKER_ATTEMPT"] == "1"
+        assert e["PRIORITY"] == "6" and e["SYSLOG_IDENTIFIER"] == "qworker"
+        assert re.fullmatch(r"[0-9a-f]{16}", e["QWORKER_TASK_ID"])
+    assert 5.0 <= (int(done[-1]["__REALTIME_TIMESTAMP"]) - t0) / 1e6 <= 5.5
+    assert "3 done" in wait_for(lambda: "3 done" in prop("StatusText") and prop("StatusText"),
+                                10, "STATUS= to count them")
+
+
+def test_reload_raises_concurrency_without_dropping_or_repeating(fresh):
+    write_config(concurrency=2)
+    run("systemctl", "start", "qworker", timeout=30)
+    pid = prop("MainPID")
+    redis("LPUSH", "queue", "2", "2")  # running across the reload
+    wait_for(lambda: redis("LLEN", "queue") == "0", 5, "the two tasks to start")
+    write_config(concurrency=10)
+    t0 = now_usec()
+    run("systemctl", "reload", "qworker", timeout=30)
+    wait_for(lambda: journal("-g", "reloaded"), 10, "the reload")
+    assert prop("MainPID") == pid and prop("ActiveState") == "active"
+    # The two that ran across the reload end once each, with their full duration.
+    across = wait_for(lambda: (lambda c: c if len(c) >= 2 else None)(completions(t0)), 10,
+                      "the two tasks running across the reload")
+    assert [e["QWORKER_DURATION_MS"][0] for e in across] == ["2", "2"]
+    pushed = now_usec()
+    redis("LPUSH", "queue", *["1"] * 10)
+    done = wait_for(lambda: (lambda c: c if len(c) >= 12 else None)(completions(t0)), 15,
+                    "twelve completions")
+    ones = [e for e in done if e["QWORKER_DURATION_MS"].startswith("1")]
+    starts = [int(e["QWORKER_STARTED_USEC"]) for e in ones]
+    assert len(ones) == 10 and max(starts) - min(starts) < 300_000, "not one wave of ten"
+    assert (max(int(e["__REALTIME_TIMESTAMP"]) for e in ones) - pushed) / 1e6 < 1.5
+    assert len(completions(t0)) == 12, "a running task was dropped or repeated"
+    assert redis("HGET", "qworker:stats", "succeeded") == "12"
+
+
+def test_broken_config_reload_is_refused_and_the_old_one_runs(fresh):
+    run("systemctl", "start", "qworker", timeout=30)
+    write_config(text="worker = { concurrency = -5; };\n")
+    run("systemctl", "reload", "qworker", timeout=30)
+    refused = wait_for(lambda: journal("-g", "reload refused"), 10, "the refusal")
+    assert "/etc/qworker/worker.conf:1: 'concurrency' = -5 is out of range" in refused[-1]["MESSAGE"]
+    assert refused[-1]["PRIORITY"] == "3"
+    assert prop("ActiveState") == "active"
+    t0 = now_usec()
+    redis("LPUSH", "queue", "0.1")
+    wait_for(lambda: completions(t0), 5, "a task on the old configuration")
+
+
+def test_stop_drains_and_loses_nothing(fresh):
+    write_config(concurrency=3)
+    run("systemctl", "start", "qworker", timeout=30)
+    t0 = now_usec()
+    redis("LPUSH", "queue", "30", "30", "0.2")
+    wait_for(lambda: redis("LLEN", "queue") == "0", 5, "the tasks to start")
+    t0 = time.monotonic()
+    run("systemctl", "stop", "qworker", timeout=60)
+    took = time.monotonic() - t0
+    assert took < 4, f"stop took {took:.1f} s with shutdown_timeout = 2"
+    assert prop("Result") == "success" and prop("ExecMainStatus") == "0"
+    assert redis("LRANGE", "queue", "0", "-1").split() == ["30", "30"]
+    assert redis("KEYS", "qworker:inflight:*") == ""
+    assert [e["QWORKER_OUTCOME"] for e in completions(t0)].count("requeued") == 2
+
+
+def test_watchdog_restarts_a_stopped_process_and_its_tasks_run_again(fresh):
+    run("mkdir", "-p", "/etc/systemd/system/qworker.service.d")
+    run("sh", "-c", "printf '[Service]\\nWatchdogSec=2s\\nRestartSec=100ms\\n' > "
+        "/etc/systemd/system/qworker.service.d/watchdog.conf")
+    run("systemctl", "daemon-reload")
+    run("systemctl", "start", "qworker", timeout=30)
+    pid = prop("MainPID")
+    restarts = int(prop("NRestarts"))
+    redis("LPUSH", "queue", "1", "1")
+    wait_for(lambda: redis("LLEN", "queue") == "0", 5, "the tasks to be taken")
+    run("kill", "-STOP", pid)
+    wait_for(lambda: int(prop("NRestarts")) > restarts, 15, "the watchdog to restart it")
+    assert journal("-g", "Watchdog timeout")
+    wait_for(lambda: prop("ActiveState") == "active" and prop("MainPID") != pid, 10,
+             "the new process")
+    new = int(prop("MainPID"))
+    wait_for(lambda: len([e for e in completions() if e.get("_PID") == str(new)]) >= 2, 10,
+             "the leftovers to run again in the new process")
+    assert any("left in flight by a previous run" in e["MESSAGE"] for e in journal())
+
+
+def test_unit_files_are_hardened_and_verified(sandbox):
+    for unit in ("qworker.service", "qworker@.service"):
+        path = f"/lib/systemd/system/{unit}"
+        r = run("systemd-analyze", "security", "--offline=true", "--threshold=20",
+                "--no-pager", path, check=False)
+        score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+        assert r.returncode == 0 and score and float(score.group(1)) <= 2.0, r.stdout[-500:]
+    out = run("systemd-analyze", "verify", "/lib/systemd/system/qworker.service", check=False)
+    assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
+    out = run("systemd-analyze", "verify", "qworker@a.service", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_lintian_has_no_errors():
+    deb = sorted(f for f in os.listdir(BUILD) if f.endswith(".deb"))[-1]
+    r = subprocess.run(["lintian", "--no-tag-display-limit", os.path.join(BUILD, deb)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and not re.search(r"^E: ", r.stdout, re.M), r.stdout
