@@ -34,7 +34,7 @@ DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
 DEB_DEB    := $(DEB_BUILD) dpkg-dev lintian binutils
 
-.PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format install deb
+.PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format install deb bench
 
 all: $(BUILD)/qworker
 
@@ -113,6 +113,11 @@ install: all
 deb: all
 	$(call ensure_debs,$(DEB_DEB))
 	@packaging/build-deb.sh $(VERSION)
+
+# Figures for BENCHMARKS.md: under 5 minutes; QUICK=1 under 1.
+bench: deps-test
+	@$(MAKE) --no-print-directory all
+	QUICK=$(QUICK) /usr/bin/python3 tests/bench/bench.py
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c

@@ -105,11 +105,15 @@ static void reload(struct daemon *d, struct control *c)
 static void dump_state(struct daemon *d, struct control *c)
 {
     char status[256];
+    struct lateness late;
 
     status_line(d, c, status, sizeof(status));
-    log_notice("state: %s; worker %s, concurrency %d, %d queue(s), config %s, %d reload(s)",
+    reporter_lateness(d->reporter, &late);
+    log_notice("state: %s; worker %s, concurrency %d, %d queue(s), config %s, %d reload(s); "
+               "timer lateness over %lu timers: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
                status, d->conf->worker_id, d->conf->concurrency, d->conf->nqueues, d->conf->path,
-               d->nretired);
+               d->nretired, late.count, (double)late.p50_us / 1000, (double)late.p99_us / 1000,
+               (double)late.max_us / 1000);
 }
 
 void control_serve(struct daemon *d, const sigset_t *signals)

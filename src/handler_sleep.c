@@ -126,6 +126,7 @@ static int sleep_start(struct loop *loop, struct task *t)
         tv.tv_sec++;
         tv.tv_usec -= 1000000;
     }
+    t->sleep_us = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
     evtimer_assign(&t->timer, loop_base(loop), on_timer, t);
     evtimer_add(&t->timer, loop_timeout(loop, &tv));
     return 0;

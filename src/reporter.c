@@ -34,6 +34,9 @@ static const char *const counter_names[C_COUNT] = {"processed", "succeeded", "fa
 #define SCHEDULE_CHECK_US (2 * 1000000LL)
 #define SCHEDULE_BATCH "1000"
 
+#define LATE_STEP_US 100
+#define LATE_BUCKETS 1000 /* up to 100 ms */
+
 struct queue_count {
     const char *name;
     long long c[C_COUNT];
@@ -63,6 +66,9 @@ struct reporter {
     char *schedule_key;
     int64_t next_due_us; /* monotonic: when to move due schedule entries next */
     _Atomic long long done_ok, done_failed; /* for STATUS= */
+    /* How late sleep timers fired, in LATE_STEP_US buckets (the last one: later still). */
+    _Atomic unsigned long late[LATE_BUCKETS + 1];
+    _Atomic int64_t late_max_us;
     uint64_t rng;
 };
 
@@ -475,10 +481,22 @@ static void free_pending(struct reporter *rp, bool lost)
     rp->npending = 0;
 }
 
+static void count_lateness(struct reporter *rp, int64_t late_us)
+{
+    int64_t b = late_us < 0 ? 0 : late_us / LATE_STEP_US;
+
+    atomic_fetch_add_explicit(&rp->late[b > LATE_BUCKETS ? LATE_BUCKETS : b], 1,
+                              memory_order_relaxed);
+    if (late_us > atomic_load_explicit(&rp->late_max_us, memory_order_relaxed))
+        atomic_store_explicit(&rp->late_max_us, late_us, memory_order_relaxed);
+}
+
 static void take(struct reporter *rp, struct task *batch)
 {
     for (struct task *t = batch; t != NULL; t = t->next) {
         decide(rp, t);
+        if (t->outcome == OUTCOME_OK && t->sleep_us > 0)
+            count_lateness(rp, t->finished_mono_us - t->started_mono_us - t->sleep_us);
         if (t->outcome == OUTCOME_OK)
             atomic_fetch_add(&rp->done_ok, 1);
         else if (t->outcome != OUTCOME_REQUEUED && t->outcome != OUTCOME_DELAYED)
@@ -610,4 +628,27 @@ void reporter_counts(struct reporter *rp, long long *ok, long long *failed)
 {
     *ok = atomic_load(&rp->done_ok);
     *failed = atomic_load(&rp->done_failed);
+}
+
+void reporter_lateness(struct reporter *rp, struct lateness *out)
+{
+    unsigned long counts[LATE_BUCKETS + 1], n = 0, seen = 0;
+
+    for (int i = 0; i <= LATE_BUCKETS; i++) {
+        counts[i] = atomic_load_explicit(&rp->late[i], memory_order_relaxed);
+        n += counts[i];
+    }
+    out->count = n;
+    out->p50_us = out->p99_us = 0;
+    out->max_us = atomic_load_explicit(&rp->late_max_us, memory_order_relaxed);
+    for (int i = 0; i <= LATE_BUCKETS && n > 0; i++) {
+        seen += counts[i];
+        /* The upper edge of the bucket: never better than it was. */
+        if (out->p50_us == 0 && seen * 2 >= n)
+            out->p50_us = (int64_t)(i + 1) * LATE_STEP_US;
+        if (seen * 100 >= n * 99) {
+            out->p99_us = (int64_t)(i + 1) * LATE_STEP_US;
+            break;
+        }
+    }
 }

@@ -3,6 +3,8 @@
 #ifndef QWORKER_REPORTER_H
 #define QWORKER_REPORTER_H
 
+#include <stdint.h>
+
 #include "config.h"
 
 struct reporter;
@@ -23,6 +25,13 @@ int reporter_start(struct reporter *rp);
 void reporter_join(struct reporter *rp);
 /* 0 if the thread has ended (and is joined), -1 if it still runs. */
 int reporter_tryjoin(struct reporter *rp);
+struct lateness {
+    unsigned long count;
+    int64_t p50_us, p99_us, max_us;
+};
+
+/* How late sleep timers fired, since start (percentiles to 0.1 ms, rounded up). */
+void reporter_lateness(struct reporter *rp, struct lateness *out);
 /* Tasks finished ok, and failed (invalid, failed, timed out), since start. */
 void reporter_counts(struct reporter *rp, long long *ok, long long *failed);
 

@@ -54,6 +54,7 @@ struct task {
     double delay;         /* seconds to wait before the first attempt */
 
     int exit_status;      /* exec: the exit code, or 128 + signal; 0 otherwise */
+    int64_t sleep_us;     /* sleep: how long it was to take, to measure timer lateness */
     char label_buf[TASK_LABEL_MAX + 1]; /* a retried task keeps its first id */
 
     /* Decided by the reporter: */

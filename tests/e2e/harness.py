@@ -179,14 +179,18 @@ class Journald:
             self.proc = None
 
     @staticmethod
-    def entries(pid, since_usec=None, **match):
-        """The journal entries of one process, as dicts, in order."""
-        cmd = ["journalctl", "--no-pager", "-o", "json", f"_PID={pid}"]
+    def entries(pid, since_usec, **match):
+        """The journal entries of one process, as dicts, in order. PIDs are reused and the
+        journal outlives test runs: only entries since the process started are its own."""
+        cmd = ["journalctl", "--no-pager", "-o", "json", f"--since=@{since_usec // 1000000 - 1}",
+               f"_PID={pid}"]
         cmd += [f"{k}={v}" for k, v in match.items()]
         out = subprocess.run(cmd, capture_output=True, check=False).stdout
         found = []
         for line in out.splitlines():
             e = json.loads(line)
+            if int(e["__REALTIME_TIMESTAMP"]) < since_usec:
+                continue
             if isinstance(e.get("MESSAGE"), list):  # journalctl's form for non-UTF-8 bytes
                 e["MESSAGE"] = bytes(e["MESSAGE"]).decode("utf-8", "replace")
             found.append(e)
@@ -232,6 +236,7 @@ class Qworker:
 
     def start(self):
         self.stderr = open(self.stderr_path, "wb")
+        self.started_usec = time.time_ns() // 1000
         self.proc = subprocess.Popen([QWORKER, "-c", self.config], stdout=self.stderr,
                                      stderr=self.stderr, stdin=subprocess.DEVNULL)
         return self
@@ -269,7 +274,7 @@ class Qworker:
         return [m for m in SANITIZER_MARKS if m in text]
 
     def journal(self, **match):
-        return Journald.entries(self.pid, **match)
+        return Journald.entries(self.pid, self.started_usec, **match)
 
     def completions(self, outcome=None):
         match = {"QWORKER_OUTCOME": outcome} if outcome else {}
