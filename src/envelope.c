@@ -18,11 +18,13 @@ static int invalid(struct task *t, const char *fmt, ...) __attribute__((format(p
 
 static int invalid(struct task *t, const char *fmt, ...)
 {
+    char buf[TASK_REASON_MAX];
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(t->reason, sizeof(t->reason), fmt, ap);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    task_set_reason(t, "%s", buf);
     return -1;
 }
 
@@ -106,7 +108,7 @@ static int unwrap(struct task *t, json_t *o, const struct config *conf)
     }
     t->len = n;
     if (!dead && json_is_string(id))
-        snprintf(t->label_buf, sizeof(t->label_buf), "%s", json_string_value(id));
+        t->label_own = strdup(json_string_value(id));
     json_decref(o);
     t->json = NULL;
     t->args = NULL;
@@ -115,8 +117,8 @@ static int unwrap(struct task *t, json_t *o, const struct config *conf)
     t->attempt = attempt;
     if (ready)
         t->delay = 0;
-    if (t->label_buf[0] != '\0')
-        t->label = t->label_buf;
+    if (t->label_own != NULL)
+        t->label = t->label_own;
     return 0;
 }
 

@@ -191,16 +191,16 @@ static void on_child_exit(evutil_socket_t fd, short what, void *arg)
     kill(-r->pid, SIGKILL);
     if (r->timed_out) {
         outcome = OUTCOME_TIMEOUT;
-        snprintf(t->reason, sizeof(t->reason), "timed out after %g s",
+        task_set_reason(t, "timed out after %g s",
                  t->timeout > 0 ? t->timeout : r->h->timeout);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         outcome = OUTCOME_OK;
     } else {
         outcome = OUTCOME_FAILED;
         if (WIFEXITED(status))
-            snprintf(t->reason, sizeof(t->reason), "exited with status %d", WEXITSTATUS(status));
+            task_set_reason(t, "exited with status %d", WEXITSTATUS(status));
         else
-            snprintf(t->reason, sizeof(t->reason), "killed by signal %d (%s)", WTERMSIG(status),
+            task_set_reason(t, "killed by signal %d (%s)", WTERMSIG(status),
                      strsignal(WTERMSIG(status)));
     }
     t->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -366,7 +366,7 @@ static int exec_start(struct loop *loop, struct task *t)
 
     t->outcome = OUTCOME_FAILED; /* if it cannot start: worth another attempt */
     if (r == NULL) {
-        snprintf(t->reason, sizeof(t->reason), "out of memory");
+        task_set_reason(t, "out of memory");
         return -1;
     }
     r->task = t;
@@ -376,12 +376,12 @@ static int exec_start(struct loop *loop, struct task *t)
     t->run = r;
     if ((h->args_stdin && (prepare_stdin(r) < 0 || pipe2(in, O_CLOEXEC) < 0)) ||
         pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
-        snprintf(t->reason, sizeof(t->reason), "cannot make pipes: %s", strerror(errno));
+        task_set_reason(t, "cannot make pipes: %s", strerror(errno));
         goto fail;
     }
     rc = spawn(r, in, out, err);
     if (rc != 0) {
-        snprintf(t->reason, sizeof(t->reason), "cannot run %s: %s", h->argv[0], strerror(rc));
+        task_set_reason(t, "cannot run %s: %s", h->argv[0], strerror(rc));
         goto fail;
     }
     close(out[1]);
@@ -398,7 +398,7 @@ static int exec_start(struct loop *loop, struct task *t)
     out[0] = err[0] = -1; /* the streams own them now */
     if (r->pidfd < 0 || setup_stream(r, &r->out, "stdout", r->out.fd) < 0 ||
         setup_stream(r, &r->err, "stderr", r->err.fd) < 0) {
-        snprintf(t->reason, sizeof(t->reason), "cannot watch the child: %s", strerror(errno));
+        task_set_reason(t, "cannot watch the child: %s", strerror(errno));
         kill(-r->pid, SIGKILL);
         waitpid(r->pid, NULL, 0);
         goto fail;

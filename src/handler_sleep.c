@@ -86,28 +86,37 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* The seconds: the plain payload, or an envelope's "args" (a number, a string, or an array of
  * one of either). */
+static int parse_seconds(struct task *t, const char *text, size_t len, double *seconds)
+{
+    char reason[TASK_REASON_MAX];
+
+    if (sleep_parse_seconds(text, len, t->handler->max_seconds, seconds, reason, sizeof(reason)) < 0) {
+        task_set_reason(t, "%s", reason);
+        return -1;
+    }
+    return 0;
+}
+
 static int task_seconds(struct task *t, double *seconds)
 {
     const json_t *a = t->args;
     char text[64];
 
     if (t->json == NULL)
-        return sleep_parse_seconds(t->payload, t->len, t->handler->max_seconds, seconds, t->reason,
-                                   sizeof(t->reason));
+        return parse_seconds(t, t->payload, t->len, seconds);
     if (json_is_array(a) && json_array_size(a) == 1)
         a = json_array_get(a, 0);
     if (json_is_number(a)) {
+        if (json_number_value(a) < 0) {
+            task_set_reason(t, "negative number of seconds");
+            return -1;
+        }
         snprintf(text, sizeof(text), "%.6f", json_number_value(a));
-        if (json_number_value(a) < 0)
-            return snprintf(t->reason, sizeof(t->reason), "negative number of seconds"), -1;
-        return sleep_parse_seconds(text, strlen(text), t->handler->max_seconds, seconds, t->reason,
-                                   sizeof(t->reason));
+        return parse_seconds(t, text, strlen(text), seconds);
     }
     if (json_is_string(a))
-        return sleep_parse_seconds(json_string_value(a), json_string_length(a),
-                                   t->handler->max_seconds, seconds, t->reason, sizeof(t->reason));
-    snprintf(t->reason, sizeof(t->reason), "\"args\" must be a number of seconds for handler %s",
-             t->handler->name);
+        return parse_seconds(t, json_string_value(a), json_string_length(a), seconds);
+    task_set_reason(t, "\"args\" must be a number of seconds for handler %s", t->handler->name);
     return -1;
 }
 

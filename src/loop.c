@@ -187,7 +187,7 @@ static void requeue_running(struct loop *loop)
                    loop->nrunning);
     for (int h = 0; h < loop->nslots; h++) {
         while ((t = pop_waiting(loop, h)) != NULL) {
-            snprintf(t->reason, sizeof(t->reason), "worker shutting down");
+            task_set_reason(t, "worker shutting down");
             finish(loop, t, OUTCOME_REQUEUED);
         }
     }
@@ -196,7 +196,7 @@ static void requeue_running(struct loop *loop)
         LIST_REMOVE(t, running);
         loop->nrunning--;
         loop->slots[t->slot].running--;
-        snprintf(t->reason, sizeof(t->reason), "worker shutting down");
+        task_set_reason(t, "worker shutting down");
         finish(loop, t, OUTCOME_REQUEUED);
     }
 }
@@ -233,7 +233,7 @@ static void start_task(struct loop *loop, struct task *t)
 
     t->loop = loop;
     if (loop->stopping != STOP_NONE) {
-        snprintf(t->reason, sizeof(t->reason), "worker shutting down");
+        task_set_reason(t, "worker shutting down");
         finish(loop, t, OUTCOME_REQUEUED);
         return;
     }
@@ -248,7 +248,7 @@ static void start_task(struct loop *loop, struct task *t)
     }
     h = slot_of(loop, t->handler);
     if (h < 0) {
-        snprintf(t->reason, sizeof(t->reason), "out of memory");
+        task_set_reason(t, "out of memory");
         finish(loop, t, OUTCOME_FAILED);
         return;
     }

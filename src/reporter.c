@@ -144,7 +144,7 @@ static void log_completion(struct reporter *rp, const struct task *t)
         {"QWORKER_ATTEMPT", attempt, true},
         {"QWORKER_STARTED_USEC", started, false},
         {"QWORKER_EXIT_STATUS", status, true},
-        {"QWORKER_REASON", t->reason, false},
+        {"QWORKER_REASON", task_reason(t), false},
     };
     int n = t->handler->type == HANDLER_EXEC && t->started_mono_us ? 8 : 7;
 
@@ -156,7 +156,7 @@ static void log_completion(struct reporter *rp, const struct task *t)
     snprintf(attempt, sizeof(attempt), "%d", t->attempt);
     snprintf(started, sizeof(started), "%" PRId64, t->started_real_us);
     snprintf(status, sizeof(status), "%d", t->exit_status);
-    if (t->reason[0] != '\0')
+    if (t->reason != NULL)
         f[n++] = f[8];
     if (t->due_ms > 0)
         snprintf(fate, sizeof(fate), "; attempt %d of %d, next in %.1f s", t->attempt,
@@ -168,7 +168,7 @@ static void log_completion(struct reporter *rp, const struct task *t)
         log_fields(priority_of(t), f, n, "task %s done", t->label);
     else
         log_fields(priority_of(t), f, n, "task %s %s: %s%s", t->label, outcome_name(t->outcome),
-                   t->reason, fate);
+                   task_reason(t), fate);
 }
 
 /* Exponential backoff with +-25% jitter: spreads retries of tasks that failed together. */
@@ -267,7 +267,7 @@ static char *dead_entry(const struct reporter *rp, const struct task *t)
     json_object_set_new(o, "id", json_string(t->label));
     json_object_set_new(o, "queue", json_string(t->queue->name));
     json_object_set_new(o, "handler", json_string(t->handler->name));
-    json_object_set_new(o, "reason", json_string(t->reason));
+    json_object_set_new(o, "reason", json_string(task_reason(t)));
     json_object_set_new(o, "attempts", json_integer(t->attempt));
     json_object_set_new(o, "time", json_integer(clock_real_us() / 1000000));
     json_object_set_new(o, "worker", json_string(rp->conf->worker_id));

@@ -1,6 +1,7 @@
 #include "task.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +74,26 @@ void task_free(struct task *t)
     if (t == NULL)
         return;
     json_decref(t->json);
+    free(t->reason);
+    free(t->label_own);
     free(t);
+}
+
+void task_set_reason(struct task *t, const char *fmt, ...)
+{
+    char buf[TASK_REASON_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    free(t->reason);
+    t->reason = strdup(buf); /* NULL if out of memory: then the log says no reason */
+}
+
+const char *task_reason(const struct task *t)
+{
+    return t->reason != NULL ? t->reason : "";
 }
 
 const char *outcome_name(enum outcome o)

@@ -43,7 +43,7 @@ struct task {
     int64_t started_real_us;
     int64_t started_mono_us;
     int64_t finished_mono_us;
-    char reason[TASK_REASON_MAX];
+    char *reason;           /* why it did not end ok (task_set_reason); NULL: no reason */
 
     /* From a JSON envelope (envelope.c); a plain payload leaves json NULL and the rest zero. */
     struct json_t *json;  /* owned */
@@ -55,7 +55,7 @@ struct task {
 
     int exit_status;      /* exec: the exit code, or 128 + signal; 0 otherwise */
     int64_t sleep_us;     /* sleep: how long it was to take, to measure timer lateness */
-    char label_buf[TASK_LABEL_MAX + 1]; /* a retried task keeps its first id */
+    char *label_own;        /* a retried task keeps its first id: label points here */
 
     /* Decided by the reporter: */
     int64_t due_ms;       /* to the schedule, due then (unix ms); 0: not */
@@ -77,6 +77,12 @@ void task_make_id(char *out);
 void task_free(struct task *task);
 
 const char *outcome_name(enum outcome outcome);
+
+/* Sets why the task did not end ok (at most TASK_REASON_MAX bytes), replacing any earlier
+ * reason. Kept out of struct task: a million tasks in flight mostly have none. */
+void task_set_reason(struct task *task, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The reason, or "" if none. */
+const char *task_reason(const struct task *task);
 
 /* Writes a printable, quoted excerpt of a payload: at most max payload bytes, non-printable bytes
  * as \xNN, and "…(N bytes)" when cut. Returns out. */

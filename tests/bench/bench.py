@@ -86,13 +86,17 @@ class Bench:
         self.redis = RedisServer(workdir).start()
         self.n = 0
 
-    def worker(self, **config):
+    def worker(self, flush=True, **config):
         self.n += 1
-        self.redis("FLUSHALL")
+        if flush:
+            self.redis("FLUSHALL")
         path = write_config(os.path.join(self.workdir, f"w{self.n}.conf"), self.redis.port,
                             **config)
         q = Qworker(path, self.workdir, f"w{self.n}").start()
-        wait_for(lambda: "ready" in q.stderr_text(), 30, "qworker to be ready")
+        if config.get("log", {}).get("target") == "journal":
+            q.wait_message("ready", 30)
+        else:
+            wait_for(lambda: "ready" in q.stderr_text(), 30, "qworker to be ready")
         return q
 
     def stop(self, q):
@@ -104,7 +108,8 @@ def noop_throughput(b, delivery, piped):
     try:
         b.redis("FLUSHALL")
         push_many(b.redis, "0", N_NOOP)
-        q = b.worker(worker={"delivery": delivery, "concurrency": 10000, "fetch_batch": 1000,
+        q = b.worker(flush=False,
+                     worker={"delivery": delivery, "concurrency": 10000, "fetch_batch": 1000,
                              "id": "bench"},
                      log={"target": "stderr", "level": "notice"})
         cpu0, t0 = cpu_seconds(q.pid), time.monotonic()

@@ -112,12 +112,14 @@ class RedisServer:
         return self
 
     def _ping(self):
+        """Ready to serve: PING answers while Redis still loads its data, EXISTS does not."""
         try:
             c = RedisClient(self.port, timeout=1)
-            ok = c("PING") == "PONG"
-            c.close()
-            return ok
-        except OSError:
+            try:
+                return c("EXISTS", "qworker-test-probe") == 0
+            finally:
+                c.close()
+        except (OSError, RuntimeError):
             return False
 
     def client(self):
