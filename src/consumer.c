@@ -547,7 +547,10 @@ static void *consumer_main(void *arg)
 
 int consumer_start(struct consumer *cs)
 {
-    return pthread_create(&cs->thread, NULL, consumer_main, cs) == 0 ? 0 : -1;
+    if (pthread_create(&cs->thread, NULL, consumer_main, cs) != 0)
+        return -1;
+    pthread_setname_np(cs->thread, "qw-consumer"); /* for top -H, ps -L, gdb */
+    return 0;
 }
 
 static void wake(struct consumer *cs)

@@ -119,11 +119,17 @@ static void dump_state(struct daemon *d, struct control *c)
 void control_serve(struct daemon *d, const sigset_t *signals)
 {
     struct control c = {0};
+    int64_t next_tick = 0;
 
     for (;;) {
         int ms = health_period_ms();
         struct timespec tick = {ms / 1000, (long)(ms % 1000) * 1000000L};
         int sig = sigtimedwait(signals, NULL, &tick);
+
+        /* Woken by something else than one of ours (EINTR) before the tick: nothing to do. */
+        if (sig < 0 && clock_mono_us() < next_tick)
+            continue;
+        next_tick = clock_mono_us() + (int64_t)ms * 1000;
 
         switch (sig) {
         case SIGTERM:

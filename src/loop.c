@@ -372,7 +372,10 @@ static void *loop_main(void *arg)
 
 int loop_start(struct loop *loop)
 {
-    return pthread_create(&loop->thread, NULL, loop_main, loop) == 0 ? 0 : -1;
+    if (pthread_create(&loop->thread, NULL, loop_main, loop) != 0)
+        return -1;
+    pthread_setname_np(loop->thread, "qw-loop"); /* for top -H, ps -L, gdb */
+    return 0;
 }
 
 void loop_stop(struct loop *loop, bool now)

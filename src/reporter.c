@@ -510,20 +510,26 @@ static void take(struct reporter *rp, struct task *batch)
     }
 }
 
-/* Milliseconds the loop may wait for completions: until the next heartbeat, or the next
- * connection attempt while something waits to be recorded. */
+/* Milliseconds the loop may wait for completions: until the next heartbeat or schedule check,
+ * or the next connection attempt while something waits to be recorded. While Redis is away,
+ * nothing that needs it can happen before the next connection attempt: waiting less would spin. */
 static int wait_ms(struct reporter *rp)
 {
-    int64_t beat = (rp->next_beat_us - clock_mono_us() + 999) / 1000;
-    int ms = beat < 0 ? 0 : (int)beat;
+    int64_t now = clock_mono_us();
+    int64_t wake = rp->next_beat_us < rp->next_due_us ? rp->next_beat_us : rp->next_due_us;
+    int64_t ms;
 
-    int64_t due = (rp->next_due_us - clock_mono_us() + 999) / 1000;
-
-    if (due < ms)
-        ms = due < 0 ? 0 : (int)due;
-    if (rp->npending > 0 && rconn_wait_ms(&rp->rc) < ms)
-        ms = rconn_wait_ms(&rp->rc);
-    return ms < health_period_ms() ? ms : health_period_ms();
+    if (rp->rc.c == NULL) {
+        int64_t attempt = now + (int64_t)rconn_wait_ms(&rp->rc) * 1000;
+        if (wake < attempt || rp->npending > 0)
+            wake = attempt;
+    } else if (rp->npending > 0) {
+        wake = now;
+    }
+    ms = (wake - now + 999) / 1000;
+    if (ms < 0)
+        ms = 0;
+    return ms < health_period_ms() ? (int)ms : health_period_ms();
 }
 
 /* Moves due entries of the schedule (retries, delayed tasks: ours or any worker's) back to
@@ -611,7 +617,10 @@ static void *reporter_main(void *arg)
 
 int reporter_start(struct reporter *rp)
 {
-    return pthread_create(&rp->thread, NULL, reporter_main, rp) == 0 ? 0 : -1;
+    if (pthread_create(&rp->thread, NULL, reporter_main, rp) != 0)
+        return -1;
+    pthread_setname_np(rp->thread, "qw-reporter"); /* for top -H, ps -L, gdb */
+    return 0;
 }
 
 void reporter_join(struct reporter *rp)

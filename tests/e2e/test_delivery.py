@@ -13,6 +13,11 @@ from harness import SLOW, RedisServer, wait_for
 QUIET = {"level": "notice"}  # no line per task: these tests count with the stats
 
 
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stats(redis):
     flat = redis("HGETALL", "qworker:stats")
     return {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2])}
@@ -86,7 +91,8 @@ def test_survivor_requeues_a_dead_workers_tasks_within_three_ttls(redis, start_q
 def test_redis_killed_and_restarted_mid_run(workdir, start_qworker):
     redis = RedisServer(workdir, extra=["--appendonly", "yes", "--appendfsync", "always"]).start()
     try:
-        q = start_qworker(redis.port, log=QUIET, worker={"concurrency": 50})
+        # A heartbeat every 0.33 s: the outage outlasts several, which must not make it spin.
+        q = start_qworker(redis.port, log=QUIET, worker={"concurrency": 50, "heartbeat_ttl": 1})
         q.wait_message("ready", 10)
         push_many(redis, ["1"] * 200)
         wait_for(lambda: stats(redis).get("succeeded", 0) >= 50, 10, "the first wave")
@@ -94,6 +100,12 @@ def test_redis_killed_and_restarted_mid_run(workdir, start_qworker):
         redis.proc.wait()
         redis._client = None
         q.wait_message("unreachable", 10)
+        cpu0, t0 = cpu_seconds(q.pid), time.monotonic()
+        outage_end = t0 + 2.0
+        while time.monotonic() < outage_end:  # the outage itself is what is tested
+            time.sleep(0.1)
+        cpu = cpu_seconds(q.pid) - cpu0
+        assert cpu < 0.2 * SLOW, f"{cpu:.2f} s of CPU in a 2 s outage: it spins"
         redis.start()
         back = time.monotonic()
         q.wait_message("reachable again", 5)
