@@ -1,17 +1,13 @@
 #include "capacity.h"
 
 #include <errno.h>
-#include <time.h>
+
+#include "clock.h"
 
 void capacity_init(struct capacity *c, int limit)
 {
-    pthread_condattr_t attr;
-
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    cond_init_monotonic(&c->cond);
     c->limit = limit;
     c->used = 0;
     c->stopped = false;
@@ -26,16 +22,9 @@ void capacity_destroy(struct capacity *c)
 
 int capacity_reserve(struct capacity *c, int max, int timeout_ms)
 {
-    struct timespec deadline;
+    struct timespec deadline = clock_mono_deadline(timeout_ms);
     int n;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&c->mu);
     while (!c->stopped && (c->paused || c->used >= c->limit))
         if (pthread_cond_timedwait(&c->cond, &c->mu, &deadline) == ETIMEDOUT)

@@ -256,8 +256,8 @@ static int hand_over(struct consumer *cs, const redisReply *reply)
 {
     const struct queue_conf *queue;
     const redisReply *items;
-    struct task *first = NULL, *last = NULL;
-    int n = 0;
+    struct taskq_chain chain = {0};
+    int n;
 
     if (reply->type == REDIS_REPLY_NIL)
         return 0;
@@ -282,15 +282,10 @@ static int hand_over(struct consumer *cs, const redisReply *reply)
                     payload_excerpt(it->str, it->len, 64, shown, sizeof(shown)));
             continue;
         }
-        if (last != NULL)
-            last->next = t;
-        else
-            first = t;
-        last = t;
-        n++;
+        taskq_chain_add(&chain, t);
     }
-    if (n > 0)
-        taskq_push_chain(cs->out, first, last, (size_t)n);
+    n = (int)chain.n;
+    taskq_push_batch(cs->out, &chain);
     return n;
 }
 
@@ -338,8 +333,8 @@ static int fetch(struct consumer *cs, int n)
 /* Links tasks made from (queue index, payload) pairs into a chain for the loop. */
 static int hand_over_pairs(struct consumer *cs, const redisReply *reply)
 {
-    struct task *first = NULL, *last = NULL;
-    int n = 0;
+    struct taskq_chain chain = {0};
+    int n;
 
     for (size_t i = 0; i + 1 < reply->elements; i += 2) {
         const redisReply *qi = reply->element[i], *it = reply->element[i + 1];
@@ -358,15 +353,10 @@ static int hand_over_pairs(struct consumer *cs, const redisReply *reply)
                     cs->ids[i / 2], cs->conf->queues[qi->integer].name);
             continue;
         }
-        if (last != NULL)
-            last->next = t;
-        else
-            first = t;
-        last = t;
-        n++;
+        taskq_chain_add(&chain, t);
     }
-    if (n > 0)
-        taskq_push_chain(cs->out, first, last, (size_t)n);
+    n = (int)chain.n;
+    taskq_push_batch(cs->out, &chain);
     return n;
 }
 

@@ -1,19 +1,15 @@
 #include "taskq.h"
 
 #include <errno.h>
-#include <time.h>
+
+#include "clock.h"
 
 #include "task.h"
 
 void taskq_init(struct taskq *q, void (*wake)(void *), void *wake_arg)
 {
-    pthread_condattr_t attr;
-
     pthread_mutex_init(&q->mu, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    cond_init_monotonic(&q->cond);
     q->head = NULL;
     q->tailp = &q->head;
     q->len = 0;
@@ -52,6 +48,23 @@ void taskq_push(struct taskq *q, struct task *t)
     taskq_push_chain(q, t, t, 1);
 }
 
+void taskq_chain_add(struct taskq_chain *chain, struct task *t)
+{
+    if (chain->last != NULL)
+        chain->last->next = t;
+    else
+        chain->first = t;
+    chain->last = t;
+    chain->n++;
+}
+
+void taskq_push_batch(struct taskq *q, struct taskq_chain *chain)
+{
+    if (chain->n > 0)
+        taskq_push_chain(q, chain->first, chain->last, chain->n);
+    *chain = (struct taskq_chain){0};
+}
+
 void taskq_close(struct taskq *q)
 {
     pthread_mutex_lock(&q->mu);
@@ -86,16 +99,9 @@ struct task *taskq_take_all(struct taskq *q, bool *closed)
 
 struct task *taskq_wait_all(struct taskq *q, int timeout_ms, bool *closed)
 {
-    struct timespec deadline;
+    struct timespec deadline = clock_mono_deadline(timeout_ms < 0 ? 0 : timeout_ms);
     struct task *all;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&q->mu);
     while (q->head == NULL && !q->closed) {
         int rc = timeout_ms < 0 ? pthread_cond_wait(&q->cond, &q->mu)

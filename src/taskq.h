@@ -27,6 +27,16 @@ void taskq_destroy(struct taskq *q);
 /* Appends the chain first..last (linked by ->next) of n tasks. */
 void taskq_push_chain(struct taskq *q, struct task *first, struct task *last, size_t n);
 void taskq_push(struct taskq *q, struct task *t);
+
+/* A batch built before it is handed over in one push. */
+struct taskq_chain {
+    struct task *first, *last;
+    size_t n;
+};
+
+void taskq_chain_add(struct taskq_chain *chain, struct task *t);
+/* Pushes the chain (if not empty) and empties it. */
+void taskq_push_batch(struct taskq *q, struct taskq_chain *chain);
 void taskq_close(struct taskq *q);
 
 /* Takes every queued task, in order; NULL if none. *closed tells whether the producer is done. */

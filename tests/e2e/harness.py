@@ -30,6 +30,15 @@ def wait_for(cond, timeout, what, interval=0.01):
         time.sleep(interval)
 
 
+def push(redis, *payloads, queue="queue"):
+    """LPUSH, returning the wall-clock time (µs) just before the command left."""
+    c = redis.client()
+    t = time.time_ns() // 1000
+    c.send("LPUSH", queue, *payloads)
+    c._reply()
+    return t
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,11 +5,7 @@ sanitizer builds too: a reload crosses every thread."""
 import signal
 import time
 
-from harness import wait_for, write_config
-
-
-def push(redis, *payloads, queue="queue"):
-    redis("LPUSH", queue, *payloads)
+from harness import push, wait_for, write_config
 
 
 def test_sighup_switches_queues_and_handlers_without_touching_running_tasks(redis, start_qworker):

@@ -10,19 +10,12 @@ import time
 
 import pytest
 
-from harness import SLOW, wait_for
+from harness import push, SLOW, wait_for
 
 PY = "/usr/bin/python3"
 # Writes its arguments, NUL-separated, to the file named by its first argument.
 ARGV_DUMP = "import sys; open(sys.argv[1], 'wb').write(b'\\0'.join(a.encode('utf-8', 'surrogateescape') for a in sys.argv[2:]))"
 
-
-def push(redis, *payloads, queue="queue"):
-    c = redis.client()
-    t = time.time_ns() // 1000
-    c.send("LPUSH", queue, *payloads)
-    c._reply()
-    return t
 
 
 def env(**fields):

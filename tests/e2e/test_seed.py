@@ -10,20 +10,12 @@ import time
 
 import pytest
 
-from harness import QWORKER, ROOT, RedisServer, free_port, wait_for
+from harness import push, QWORKER, ROOT, RedisServer, free_port, wait_for
 
 
 def usec(entry, field="__REALTIME_TIMESTAMP"):
     return int(entry[field])
 
-
-def push(redis, *payloads, queue="queue"):
-    """LPUSH, returning the wall-clock time (µs) just before the command left."""
-    c = redis.client()
-    t = time.time_ns() // 1000
-    c.send("LPUSH", queue, *payloads)
-    c._reply()
-    return t
 
 
 @pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
