@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "outlog.h"
 #include "task.h"
 
 /* How much one callback reads from a child's pipe: a child writing without pause cannot keep
@@ -54,17 +55,22 @@ struct exec_run {
     bool killing; /* SIGTERM sent, SIGKILL next */
 };
 
+/* Hands one line to the reporter thread, which logs it (the loop never waits on the journal). */
 static void log_line(struct stream *s)
 {
     struct exec_run *r = s->run;
-    struct log_field f[] = {{"QWORKER_TASK_ID", r->task->label, false},
-                            {"QWORKER_STREAM", s->name, false}};
+    struct outlog *out = loop_outlog(r->loop);
+    char note[128];
 
+    if (!log_enabled(LOG_INFO))
+        return;
     /* The newline counts too: a flood of empty lines is output as well. */
     if (r->logged + s->len + 1 > (size_t)r->h->max_output) {
-        if (!r->truncated)
-            log_fields(LOG_NOTICE, f, 2, "task %s: output beyond %d bytes not logged",
-                       r->task->label, r->h->max_output);
+        if (!r->truncated) {
+            snprintf(note, sizeof(note), "task %s: output beyond %d bytes not logged",
+                     r->task->label, r->h->max_output);
+            outlog_line(out, r->task->label, s->name, NULL, 0, false, note);
+        }
         r->truncated = true;
         return;
     }
@@ -72,8 +78,7 @@ static void log_line(struct stream *s)
     for (size_t i = 0; i < s->len; i++)
         if ((unsigned char)s->line[i] < 0x20 && s->line[i] != '\t')
             s->line[i] = '?'; /* control bytes and NULs would cut or garble the log line */
-    log_fields(LOG_INFO, f, 2, "task %s %s: %.*s%s", r->task->label, s->name, (int)s->len,
-               s->line, s->cut ? "..." : "");
+    outlog_line(out, r->task->label, s->name, s->line, s->len, s->cut, NULL);
 }
 
 static void take_bytes(struct stream *s, const char *buf, size_t n)

@@ -40,6 +40,7 @@ struct loop {
     struct capacity *cap;
     struct taskq inbox;
     struct taskq *done;
+    struct outlog *output;
     struct event_base *base;
     struct event *doorbell;
     struct event *drain_timer;
@@ -74,6 +75,11 @@ static void ring(void *arg)
 struct event_base *loop_base(struct loop *loop)
 {
     return loop->base;
+}
+
+struct outlog *loop_outlog(struct loop *loop)
+{
+    return loop->output;
 }
 
 struct taskq *loop_inbox(struct loop *loop)
@@ -311,7 +317,8 @@ static struct event_base *new_base(void)
     return base;
 }
 
-struct loop *loop_new(const struct config *conf, struct capacity *cap, struct taskq *done)
+struct loop *loop_new(const struct config *conf, struct capacity *cap, struct taskq *done,
+                      struct outlog *output)
 {
     struct loop *loop = calloc(1, sizeof(*loop));
 
@@ -320,6 +327,7 @@ struct loop *loop_new(const struct config *conf, struct capacity *cap, struct ta
     loop->conf = conf;
     loop->cap = cap;
     loop->done = done;
+    loop->output = output;
     LIST_INIT(&loop->running);
     taskq_init(&loop->inbox, ring, loop);
     loop->base = new_base();

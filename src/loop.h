@@ -14,7 +14,11 @@ struct capacity;
 struct taskq;
 struct event_base;
 
-struct loop *loop_new(const struct config *conf, struct capacity *cap, struct taskq *done);
+struct outlog;
+
+/* Finished tasks go to done; children's output lines to output. */
+struct loop *loop_new(const struct config *conf, struct capacity *cap, struct taskq *done,
+                      struct outlog *output);
 void loop_free(struct loop *loop);
 
 /* Where the consumer hands tasks over; the consumer closes it when it stops. */
@@ -33,6 +37,7 @@ void loop_reconfigure(struct loop *loop, const struct config *conf);
 
 /* Loop thread only, for handlers. */
 struct event_base *loop_base(struct loop *loop);
+struct outlog *loop_outlog(struct loop *loop);
 /* The timeval to pass to event_add for a duration: a libevent common timeout when possible, so
  * that many timers of one duration cost O(1) each. */
 const struct timeval *loop_timeout(struct loop *loop, const struct timeval *tv);

@@ -46,7 +46,9 @@ static int start_threads(struct daemon *d)
 {
     capacity_init(&d->cap, d->conf->concurrency);
     d->reporter = reporter_new(d->conf, &d->id, &d->cap);
-    d->loop = d->reporter ? loop_new(d->conf, &d->cap, reporter_inbox(d->reporter)) : NULL;
+    d->loop = d->reporter ? loop_new(d->conf, &d->cap, reporter_inbox(d->reporter),
+                                     reporter_outlog(d->reporter))
+                          : NULL;
     d->consumer = d->loop ? consumer_new(d->conf, &d->cap, loop_inbox(d->loop)) : NULL;
     if (d->consumer == NULL) {
         log_err("cannot set up the worker threads: out of memory or no event backend");

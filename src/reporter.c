@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "health.h"
 #include "identity.h"
+#include "outlog.h"
 #include "scripts.h"
 #include "log.h"
 #include "redis.h"
@@ -45,6 +46,7 @@ struct queue_count {
 struct reporter {
     const struct config *conf;
     struct taskq inbox;
+    struct outlog output;
     struct rconn rc;
     pthread_t thread;
 
@@ -82,6 +84,7 @@ struct reporter *reporter_new(const struct config *conf, struct identity *id, st
     rp->id = id;
     rp->cap = cap;
     taskq_init(&rp->inbox, NULL, NULL);
+    outlog_init(&rp->output, &rp->inbox);
     rconn_init(&rp->rc, &conf->redis, "reporter");
     rp->pending_tailp = &rp->pending;
     rp->rng = (uint64_t)clock_real_us() | 1;
@@ -98,6 +101,7 @@ void reporter_free(struct reporter *rp)
 {
     if (rp == NULL)
         return;
+    outlog_destroy(&rp->output);
     taskq_destroy(&rp->inbox);
     free(rp->per_queue);
     free(rp->ack_argv);
@@ -110,6 +114,11 @@ void reporter_free(struct reporter *rp)
 struct taskq *reporter_inbox(struct reporter *rp)
 {
     return &rp->inbox;
+}
+
+struct outlog *reporter_outlog(struct reporter *rp)
+{
+    return &rp->output;
 }
 
 static int priority_of(const struct task *t)
@@ -592,6 +601,7 @@ static void *reporter_main(void *arg)
         } else {
             batch = taskq_wait_all(&rp->inbox, timeout, &closed);
         }
+        outlog_flush(&rp->output); /* a task's output before its completion line */
         take(rp, batch);
         if (rp->npending > 0 && rconn_try(&rp->rc) == 0 && record_pending(rp) == 0)
             free_pending(rp, false);

@@ -7,6 +7,7 @@
 
 #include "config.h"
 
+struct outlog;
 struct reporter;
 struct taskq;
 
@@ -21,6 +22,8 @@ void reporter_free(struct reporter *rp);
  * thread ends once everything it got is recorded (or, with Redis away at shutdown, given up
  * after a bounded wait, with an error line per task). */
 struct taskq *reporter_inbox(struct reporter *rp);
+/* Where the loop thread hands children's output lines to be logged. */
+struct outlog *reporter_outlog(struct reporter *rp);
 int reporter_start(struct reporter *rp);
 void reporter_join(struct reporter *rp);
 /* 0 if the thread has ended (and is joined), -1 if it still runs. */

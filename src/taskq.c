@@ -14,6 +14,7 @@ void taskq_init(struct taskq *q, void (*wake)(void *), void *wake_arg)
     q->tailp = &q->head;
     q->len = 0;
     q->closed = false;
+    q->kicked = false;
     q->wake = wake;
     q->wake_arg = wake_arg;
 }
@@ -75,6 +76,14 @@ void taskq_close(struct taskq *q)
         q->wake(q->wake_arg);
 }
 
+void taskq_kick(struct taskq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->kicked = true;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+}
+
 static struct task *take_locked(struct taskq *q, bool *closed)
 {
     struct task *all = q->head;
@@ -82,6 +91,7 @@ static struct task *take_locked(struct taskq *q, bool *closed)
     q->head = NULL;
     q->tailp = &q->head;
     q->len = 0;
+    q->kicked = false;
     if (closed != NULL)
         *closed = q->closed;
     return all;
@@ -103,7 +113,7 @@ struct task *taskq_wait_all(struct taskq *q, int timeout_ms, bool *closed)
     struct task *all;
 
     pthread_mutex_lock(&q->mu);
-    while (q->head == NULL && !q->closed) {
+    while (q->head == NULL && !q->closed && !q->kicked) {
         int rc = timeout_ms < 0 ? pthread_cond_wait(&q->cond, &q->mu)
                                 : pthread_cond_timedwait(&q->cond, &q->mu, &deadline);
         if (rc == ETIMEDOUT)

@@ -17,6 +17,7 @@ struct taskq {
     struct task **tailp;
     size_t len;
     bool closed;             /* the producer is done: nothing more will be pushed */
+    bool kicked;             /* taskq_kick: end the current wait without a task */
     void (*wake)(void *arg); /* called after a push onto an empty queue, and on close */
     void *wake_arg;
 };
@@ -38,6 +39,8 @@ void taskq_chain_add(struct taskq_chain *chain, struct task *t);
 /* Pushes the chain (if not empty) and empties it. */
 void taskq_push_batch(struct taskq *q, struct taskq_chain *chain);
 void taskq_close(struct taskq *q);
+/* Ends the consumer's current (or next) wait even though no task came: it has other work. */
+void taskq_kick(struct taskq *q);
 
 /* Takes every queued task, in order; NULL if none. *closed tells whether the producer is done. */
 struct task *taskq_take_all(struct taskq *q, bool *closed);

@@ -72,6 +72,20 @@ static void wait_times_out_then_sees_close(void **state)
     taskq_destroy(&q);
 }
 
+static void kick_ends_a_wait_without_a_task(void **state)
+{
+    struct taskq q;
+    bool closed = true;
+
+    (void)state;
+    taskq_init(&q, NULL, NULL);
+    taskq_kick(&q);
+    assert_null(taskq_wait_all(&q, -1, &closed)); /* returns at once, neither task nor close */
+    assert_false(closed);
+    assert_null(taskq_wait_all(&q, 10, &closed)); /* the kick was used up: times out */
+    taskq_destroy(&q);
+}
+
 static atomic_int wakes;
 
 static void count_wake(void *arg)
@@ -172,6 +186,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keeps_order_and_takes_all),
         cmocka_unit_test(wait_times_out_then_sees_close),
+        cmocka_unit_test(kick_ends_a_wait_without_a_task),
         cmocka_unit_test(wakes_only_when_it_was_empty),
         cmocka_unit_test(concurrent_producers_lose_nothing),
         cmocka_unit_test(capacity_reserves_only_what_is_free),
