@@ -1,6 +1,6 @@
 /* The consumer's fetch is one BLMPOP: it takes up to the free capacity from the first non-empty
  * queue in priority order, and one task as soon as one arrives when all were empty. The thread
- * waits in poll() on both its Redis socket and a stop eventfd, so that a stop never waits for a
+ * waits in poll() on both its Redis socket and an eventfd rung on stop and reload, so that neither waits for a
  * block timeout and a task Redis has already handed out is never thrown away. */
 #include "consumer.h"
 
