@@ -1,7 +1,9 @@
-/* The consumer's fetch is one BLMPOP: it takes up to the free capacity from the first non-empty
- * queue in priority order, and one task as soon as one arrives when all were empty. The thread
- * waits in poll() on both its Redis socket and an eventfd rung on stop and reload, so that neither waits for a
- * block timeout and a task Redis has already handed out is never thrown away. */
+/* The consumer takes up to the free capacity in one round trip, from the first non-empty queue
+ * in priority order: at-least-once, a Lua script moves the tasks into the in-flight hash (and
+ * waiter connections blocked in BLMOVE q q RIGHT RIGHT say when an empty queue gets one);
+ * at-most-once, one BLMPOP pops them. The thread waits in poll() on its Redis sockets and on an
+ * eventfd rung on stop and reload, so that neither waits for a block timeout, and a task Redis
+ * has already handed out is never thrown away. */
 #include "consumer.h"
 
 #include <errno.h>
