@@ -32,7 +32,7 @@ struct common_timeout {
 struct hslot {
     const char *name;
     int running;
-    struct task *head, *tail;
+    struct taskq_chain waiting; /* linked by ->next, unused while the loop owns a task */
 };
 
 struct loop {
@@ -157,15 +157,10 @@ static void run_task(struct loop *loop, struct task *t)
 
 static struct task *pop_waiting(struct loop *loop, int slot)
 {
-    struct hslot *h = &loop->slots[slot];
-    struct task *t = h->head;
+    struct task *t = taskq_chain_pop(&loop->slots[slot].waiting);
 
-    if (t != NULL) {
-        h->head = t->wait_next;
-        if (h->head == NULL)
-            h->tail = NULL;
+    if (t != NULL)
         loop->nwaiting--;
-    }
     return t;
 }
 
@@ -260,13 +255,7 @@ static void start_task(struct loop *loop, struct task *t)
     }
     t->slot = h;
     if (t->handler->concurrency > 0 && loop->slots[h].running >= t->handler->concurrency) {
-        struct hslot *slot = &loop->slots[h];
-        t->wait_next = NULL;
-        if (slot->tail != NULL)
-            slot->tail->wait_next = t;
-        else
-            slot->head = t;
-        slot->tail = t;
+        taskq_chain_add(&loop->slots[h].waiting, t);
         loop->nwaiting++;
         return;
     }

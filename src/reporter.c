@@ -161,6 +161,8 @@ static void log_completion(struct reporter *rp, const struct task *t)
         log_info("task %s delayed: runs in %g s", t->label, t->delay);
         return;
     }
+    if (!log_enabled(priority_of(t)))
+        return; /* most completions at high rates: format nothing */
     snprintf(duration, sizeof(duration), "%" PRId64, ms);
     snprintf(attempt, sizeof(attempt), "%d", t->attempt);
     snprintf(started, sizeof(started), "%" PRId64, t->started_real_us);
@@ -510,8 +512,11 @@ static void take(struct reporter *rp, struct task *batch)
             atomic_fetch_add(&rp->done_ok, 1);
         else if (t->outcome != OUTCOME_REQUEUED && t->outcome != OUTCOME_DELAYED)
             atomic_fetch_add(&rp->done_failed, 1);
-        if (t->due_ms > 0 && rp->next_due_us > clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000)
-            rp->next_due_us = clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000;
+        if (t->due_ms > 0) {
+            int64_t due_us = clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000;
+            if (due_us < rp->next_due_us)
+                rp->next_due_us = due_us;
+        }
         log_completion(rp, t);
         *rp->pending_tailp = t;
         rp->pending_tailp = &t->next;

@@ -31,7 +31,7 @@ enum outcome {
 #define TASK_LABEL_MAX 128
 
 struct task {
-    struct task *next;          /* link in the taskq that owns it */
+    struct task *next;          /* link in the taskq or chain that holds it */
     LIST_ENTRY(task) running;   /* loop thread: the set of running tasks */
     struct event timer;         /* loop thread: the sleep handler's timer */
     struct loop *loop;          /* loop thread: the loop running it */
@@ -61,7 +61,6 @@ struct task {
     int64_t due_ms;       /* to the schedule, due then (unix ms); 0: not */
     bool dead;            /* to the dead-letter list */
     void *run;            /* loop thread: the handler's state while it runs */
-    struct task *wait_next; /* loop thread: waiting for a handler slot */
     int slot;               /* loop thread: its handler's slot */
 
     size_t len;

@@ -59,6 +59,19 @@ void taskq_chain_add(struct taskq_chain *chain, struct task *t)
     chain->n++;
 }
 
+struct task *taskq_chain_pop(struct taskq_chain *chain)
+{
+    struct task *t = chain->first;
+
+    if (t != NULL) {
+        chain->first = t->next;
+        if (chain->first == NULL)
+            chain->last = NULL;
+        chain->n--;
+    }
+    return t;
+}
+
 void taskq_push_batch(struct taskq *q, struct taskq_chain *chain)
 {
     if (chain->n > 0)

@@ -36,6 +36,8 @@ struct taskq_chain {
 };
 
 void taskq_chain_add(struct taskq_chain *chain, struct task *t);
+/* Takes the first task off the chain; NULL if it is empty. */
+struct task *taskq_chain_pop(struct taskq_chain *chain);
 /* Pushes the chain (if not empty) and empties it. */
 void taskq_push_batch(struct taskq *q, struct taskq_chain *chain);
 void taskq_close(struct taskq *q);

@@ -72,6 +72,31 @@ static void wait_times_out_then_sees_close(void **state)
     taskq_destroy(&q);
 }
 
+static void chains_keep_order_when_popped(void **state)
+{
+    struct taskq_chain chain = {0};
+    struct task *t;
+
+    (void)state;
+    assert_null(taskq_chain_pop(&chain));
+    for (int i = 0; i < 3; i++)
+        taskq_chain_add(&chain, make(i));
+    for (int i = 0; i < 2; i++) {
+        t = taskq_chain_pop(&chain);
+        assert_int_equal(value(t), i);
+        task_free(t);
+    }
+    taskq_chain_add(&chain, make(3)); /* after a pop, the tail is still right */
+    assert_int_equal(chain.n, 2);
+    for (int i = 2; i < 4; i++) {
+        t = taskq_chain_pop(&chain);
+        assert_int_equal(value(t), i);
+        task_free(t);
+    }
+    assert_null(taskq_chain_pop(&chain));
+    assert_null(chain.last);
+}
+
 static void kick_ends_a_wait_without_a_task(void **state)
 {
     struct taskq q;
@@ -187,6 +212,7 @@ int main(void)
         cmocka_unit_test(keeps_order_and_takes_all),
         cmocka_unit_test(wait_times_out_then_sees_close),
         cmocka_unit_test(kick_ends_a_wait_without_a_task),
+        cmocka_unit_test(chains_keep_order_when_popped),
         cmocka_unit_test(wakes_only_when_it_was_empty),
         cmocka_unit_test(concurrent_producers_lose_nothing),
         cmocka_unit_test(capacity_reserves_only_what_is_free),
