@@ -1,9 +1,12 @@
 /* The consumer takes up to the free capacity in one round trip, from the first non-empty queue
  * in priority order: at-least-once, a Lua script moves the tasks into the in-flight hash (and
  * waiter connections blocked in BLMOVE q q RIGHT RIGHT say when an empty queue gets one);
- * at-most-once, one BLMPOP pops them. The thread waits in poll() on its Redis sockets and on an
- * eventfd rung on stop and reload, so that neither waits for a block timeout, and a task Redis
- * has already handed out is never thrown away. */
+ * at-most-once, one BLMPOP pops them. Behind each waiter's BLMOVE a one-task fetch is pipelined,
+ * which Redis runs the moment the BLMOVE returns, so that a task pushed to an idle worker starts
+ * after one round trip, not two. The ids of a fetch whose reply never arrived are kept and put
+ * back by a script (nothing waits for a restart). The thread waits in poll() on its Redis sockets
+ * and on an eventfd rung on stop, reload and pause, so that none waits for a block timeout, and a
+ * task Redis has already handed out is never thrown away. */
 #include "consumer.h"
 
 #include <errno.h>
@@ -30,6 +33,8 @@
 /* How long one BLMPOP blocks in Redis: each expiry costs one round trip and proves the connection
  * alive. */
 #define BLOCK_SECONDS 5
+/* How long a pause waits for the consumer to take back its armed fetches. */
+#define PAUSE_WAIT_MS 10000
 
 enum wait_result { WAIT_REPLY, WAIT_STOPPED, WAIT_FAILED };
 
@@ -37,10 +42,15 @@ static void pause_unless_stopped(struct consumer *cs, int ms);
 
 struct waiter {
     struct rconn rc;
-    bool outstanding;
+    bool outstanding; /* the BLMOVE is sent and its reply not read */
+    bool fetching;    /* a one-task fetch is pipelined behind it, its reply not read */
     int64_t sent_us;
     const char *argv[6];
+    const char **fetch_argv; /* EVALSHA sha numkeys in-flight queues... 1 id */
+    char id[TASK_ID_LEN + 1];
 };
+
+typedef char task_id[TASK_ID_LEN + 1];
 
 struct consumer {
     const struct config *conf;
@@ -49,6 +59,9 @@ struct consumer {
     struct rconn rc;
     int wakefd; /* written on stop and on reload: ends any wait */
     atomic_bool stopping;
+    atomic_bool disarm; /* paused: take back the fetches pipelined behind the waiters */
+    pthread_mutex_t disarm_mu;
+    pthread_cond_t disarmed;
     _Atomic(const struct config *) next_conf; /* a reload waiting to be applied */
     _Atomic bool ready;
     pthread_t thread;
@@ -59,8 +72,15 @@ struct consumer {
     struct waiter *waiters;
     const char **fetch_keys; /* in-flight hash, queues */
     const char **fetch_args; /* n, ids */
-    char (*ids)[TASK_ID_LEN + 1];
+    task_id *ids;
+    char sha[41];
+    char fetch_numkeys[16];
+    int fetch_argc;
     int64_t pause_until_us;
+
+    /* Ids of fetches whose reply was lost: what they moved is put back by SCRIPT_RESCUE. */
+    task_id *orphans;
+    size_t norphans, orphans_cap;
 
     /* at-most-once: BLMPOP <block> <numkeys> <queues...> RIGHT COUNT <n> */
     int argc;
@@ -84,9 +104,12 @@ static int init_reliable(struct consumer *cs)
         return -1;
     cs->fetch_keys[0] = inflight;
     cs->fetch_args[0] = cs->count;
+    for (int i = 0; i < conf->nqueues; i++)
+        cs->fetch_keys[1 + i] = conf->queues[i].name;
+    snprintf(cs->fetch_numkeys, sizeof(cs->fetch_numkeys), "%d", conf->nqueues + 1);
+    cs->fetch_argc = conf->nqueues + 6;
     for (int i = 0; i < conf->nqueues; i++) {
         struct waiter *w = &cs->waiters[i];
-        cs->fetch_keys[1 + i] = conf->queues[i].name;
         rconn_init(&w->rc, &conf->redis, "waiter");
         w->argv[0] = "BLMOVE";
         w->argv[1] = conf->queues[i].name;
@@ -94,6 +117,16 @@ static int init_reliable(struct consumer *cs)
         w->argv[3] = "RIGHT";
         w->argv[4] = "RIGHT";
         w->argv[5] = cs->block;
+        w->fetch_argv = calloc((size_t)cs->fetch_argc, sizeof(*w->fetch_argv));
+        if (w->fetch_argv == NULL)
+            return -1;
+        w->fetch_argv[0] = "EVALSHA";
+        w->fetch_argv[1] = cs->sha;
+        w->fetch_argv[2] = cs->fetch_numkeys;
+        for (int k = 0; k <= conf->nqueues; k++)
+            w->fetch_argv[3 + k] = cs->fetch_keys[k];
+        w->fetch_argv[4 + conf->nqueues] = "1";
+        w->fetch_argv[5 + conf->nqueues] = w->id;
     }
     for (int i = 0; i < conf->fetch_batch; i++)
         cs->fetch_args[1 + i] = cs->ids[i];
@@ -123,11 +156,56 @@ static int configure(struct consumer *cs, const struct config *conf)
     return 0;
 }
 
+static void orphan(struct consumer *cs, const char *id)
+{
+    if (cs->norphans == cs->orphans_cap) {
+        size_t cap = cs->orphans_cap ? cs->orphans_cap * 2 : 16;
+        task_id *grown = realloc(cs->orphans, cap * sizeof(*grown));
+        if (grown == NULL) {
+            log_err("consumer: out of memory: task %s may stay in flight until qworker restarts",
+                    id);
+            return;
+        }
+        cs->orphans = grown;
+        cs->orphans_cap = cap;
+    }
+    memcpy(cs->orphans[cs->norphans++], id, TASK_ID_LEN + 1);
+}
+
+/* The waiter's connection is gone or given up, and with it the reply of any fetch behind its
+ * BLMOVE: that fetch may have moved a task, so its id is kept for the rescue. */
+static void waiter_drop(struct consumer *cs, struct waiter *w)
+{
+    if (w->fetching) {
+        orphan(cs, w->id);
+        capacity_release(cs->cap, 1);
+    }
+    w->fetching = false;
+    w->outstanding = false;
+}
+
+static void waiter_lost(struct consumer *cs, struct waiter *w, const char *why)
+{
+    waiter_drop(cs, w);
+    rconn_lost(&w->rc, why);
+}
+
+static void waiters_close(struct consumer *cs)
+{
+    if (cs->waiters == NULL)
+        return;
+    for (int i = 0; i < cs->conf->nqueues; i++) {
+        waiter_drop(cs, &cs->waiters[i]);
+        rconn_close(&cs->waiters[i].rc);
+    }
+}
+
 static void unconfigure(struct consumer *cs)
 {
+    waiters_close(cs);
     if (cs->waiters != NULL)
         for (int i = 0; i < cs->conf->nqueues; i++)
-            rconn_close(&cs->waiters[i].rc);
+            free(cs->waiters[i].fetch_argv);
     free(cs->argv);
     if (cs->fetch_keys != NULL)
         free((char *)cs->fetch_keys[0]);
@@ -152,6 +230,8 @@ struct consumer *consumer_new(const struct config *conf, struct capacity *cap, s
     cs->out = out;
     cs->conf = conf;
     rconn_init(&cs->rc, &conf->redis, "consumer");
+    pthread_mutex_init(&cs->disarm_mu, NULL);
+    cond_init_monotonic(&cs->disarmed);
     cs->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (cs->wakefd < 0 || configure(cs, conf) < 0) {
         consumer_free(cs);
@@ -167,6 +247,9 @@ void consumer_free(struct consumer *cs)
     if (cs->wakefd >= 0)
         close(cs->wakefd);
     unconfigure(cs);
+    free(cs->orphans);
+    pthread_mutex_destroy(&cs->disarm_mu);
+    pthread_cond_destroy(&cs->disarmed);
     free(cs);
 }
 
@@ -176,7 +259,8 @@ static bool interrupted(struct consumer *cs)
 {
     uint64_t n;
 
-    if (atomic_load(&cs->stopping) || atomic_load(&cs->next_conf) != NULL)
+    if (atomic_load(&cs->stopping) || atomic_load(&cs->next_conf) != NULL ||
+        atomic_load(&cs->disarm))
         return true;
     if (read(cs->wakefd, &n, sizeof(n)) < 0) {
         /* Nothing to consume. */
@@ -332,8 +416,9 @@ static int fetch(struct consumer *cs, int n)
     return got;
 }
 
-/* Links tasks made from (queue index, payload) pairs into a chain for the loop. */
-static int hand_over_pairs(struct consumer *cs, const redisReply *reply)
+/* Links tasks made from (queue index, payload) pairs, the ids in the order given, into a chain
+ * for the loop. */
+static int hand_over_pairs(struct consumer *cs, const redisReply *reply, const task_id *ids)
 {
     struct taskq_chain chain = {0};
     int n;
@@ -347,12 +432,12 @@ static int hand_over_pairs(struct consumer *cs, const redisReply *reply)
             log_err("consumer: unexpected reply from the fetch script");
             break;
         }
-        t = task_new_with_id(&cs->conf->queues[qi->integer], it->str, it->len, cs->ids[i / 2]);
+        t = task_new_with_id(&cs->conf->queues[qi->integer], it->str, it->len, ids[i / 2]);
         if (t == NULL) {
             /* Still in the in-flight hash: the next start or a reaper puts it back. */
             log_err("consumer: out of memory: task %s of queue %s stays in flight until "
                     "qworker restarts",
-                    cs->ids[i / 2], cs->conf->queues[qi->integer].name);
+                    ids[i / 2], cs->conf->queues[qi->integer].name);
             continue;
         }
         taskq_chain_add(&chain, t);
@@ -373,10 +458,13 @@ static int fetch_reliable(struct consumer *cs, int n)
         task_make_id(cs->ids[i]);
     reply = script_run(&cs->rc, SCRIPT_FETCH, 1 + cs->conf->nqueues, cs->fetch_keys, NULL, 1 + n,
                        cs->fetch_args, NULL);
-    if (reply == NULL)
+    if (reply == NULL) {
+        for (int i = 0; i < n; i++)
+            orphan(cs, cs->ids[i]);
         return -1;
+    }
     if (reply->type == REDIS_REPLY_ARRAY) {
-        got = hand_over_pairs(cs, reply);
+        got = hand_over_pairs(cs, reply, cs->ids);
     } else {
         /* Already logged by script_run; do not spin on a script Redis keeps refusing. */
         cs->pause_until_us = clock_mono_us() + 1000000;
@@ -386,31 +474,126 @@ static int fetch_reliable(struct consumer *cs, int n)
     return got;
 }
 
-static void waiter_read(struct waiter *w)
+/* The reply of the one-task fetch pipelined behind a BLMOVE. A refused script (NOSCRIPT after a
+ * Redis restart) moved nothing: the main fetch, which reloads it, takes the task instead. */
+static void waiter_fetched(struct consumer *cs, struct waiter *w, const redisReply *r)
 {
-    void *reply = NULL;
+    int got = 0;
 
-    if (redisBufferRead(w->rc.c) != REDIS_OK) {
-        rconn_lost(&w->rc, w->rc.c->errstr);
-        w->outstanding = false;
-        return;
-    }
-    while (w->rc.c != NULL && redisGetReplyFromReader(w->rc.c, &reply) == REDIS_OK &&
-           reply != NULL) {
-        redisReply *r = reply;
-        w->outstanding = false;
-        if (r->type == REDIS_REPLY_ERROR) {
-            char why[256];
-            snprintf(why, sizeof(why), "BLMOVE: %s", r->str);
-            if (!reply_means_reconnect(r))
-                log_err("consumer: %s", why);
-            freeReplyObject(r);
-            rconn_lost(&w->rc, why);
+    w->fetching = false;
+    if (r->type == REDIS_REPLY_ARRAY)
+        got = hand_over_pairs(cs, r, &w->id);
+    else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) != 0 &&
+             !reply_means_reconnect(r))
+        log_err("consumer: the fetch script failed: %s", r->str);
+    if (got == 0)
+        capacity_release(cs->cap, 1);
+}
+
+/* Reads the waiter's replies: the BLMOVE's, then that of the fetch behind it. Redis runs the
+ * fetch the moment the BLMOVE returns, so its reply (and the rest of a long one) is waited for
+ * here, not left for a later wake-up that a deep queue would put off. */
+static void waiter_read(struct consumer *cs, struct waiter *w)
+{
+    int64_t deadline = clock_mono_us() + cs->conf->redis.command_timeout_ms * 1000LL;
+    bool readable = true;
+
+    for (;;) {
+        redisContext *c = w->rc.c;
+        void *reply = NULL;
+        struct pollfd pfd;
+        int64_t left;
+        int n;
+
+        if (readable && redisBufferRead(c) != REDIS_OK) {
+            waiter_lost(cs, w, c->errstr);
             return;
         }
-        freeReplyObject(r);
-        reply = NULL;
+        while ((n = redisGetReplyFromReader(c, &reply)) == REDIS_OK && reply != NULL) {
+            redisReply *r = reply;
+            reply = NULL;
+            if (w->outstanding) {
+                w->outstanding = false;
+                if (r->type == REDIS_REPLY_ERROR) {
+                    char why[256];
+                    snprintf(why, sizeof(why), "BLMOVE: %s", r->str);
+                    if (!reply_means_reconnect(r))
+                        log_err("consumer: %s", why);
+                    freeReplyObject(r);
+                    waiter_lost(cs, w, why);
+                    return;
+                }
+            } else if (w->fetching) {
+                waiter_fetched(cs, w, r);
+            }
+            freeReplyObject(r);
+        }
+        if (n != REDIS_OK) {
+            waiter_lost(cs, w, c->errstr);
+            return;
+        }
+        if (!w->outstanding && !w->fetching)
+            return;
+        if (w->outstanding && c->reader->pos == c->reader->len)
+            return; /* the BLMOVE still blocks */
+        left = deadline - clock_mono_us();
+        if (left <= 0) {
+            waiter_lost(cs, w, "no whole reply within the command timeout");
+            return;
+        }
+        pfd = (struct pollfd){.fd = c->fd, .events = POLLIN};
+        n = poll(&pfd, 1, (int)((left + 999) / 1000));
+        if (n < 0 && errno != EINTR) {
+            waiter_lost(cs, w, strerror(errno));
+            return;
+        }
+        readable = n > 0;
     }
+}
+
+/* Sends the waiter's BLMOVE and, if a slot is free and the script known, a one-task fetch
+ * behind it. */
+static int waiter_arm(struct consumer *cs, struct waiter *w, int64_t now)
+{
+    redisContext *c = w->rc.c;
+    int done = 0;
+
+    if (redisAppendCommandArgv(c, 6, w->argv, NULL) != REDIS_OK)
+        return -1;
+    if (script_sha(SCRIPT_FETCH, cs->sha) && capacity_reserve(cs->cap, 1, 0) == 1) {
+        task_make_id(w->id);
+        if (redisAppendCommandArgv(c, cs->fetch_argc, w->fetch_argv, NULL) != REDIS_OK) {
+            capacity_release(cs->cap, 1);
+            return -1;
+        }
+        w->fetching = true;
+    }
+    w->outstanding = true;
+    w->sent_us = now;
+    while (done == 0)
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return -1;
+    return 0;
+}
+
+/* A waiter that did not wake us may still hold a fetch: if its queue got a task since, Redis has
+ * moved it already, and it must start now, not when all queues are next empty. */
+static void waiters_poll(struct consumer *cs)
+{
+    int nq = cs->conf->nqueues, k = 0;
+    struct pollfd fds[nq];
+    int which[nq];
+
+    for (int i = 0; i < nq; i++)
+        if (cs->waiters[i].fetching && cs->waiters[i].rc.c != NULL) {
+            fds[k] = (struct pollfd){.fd = cs->waiters[i].rc.c->fd, .events = POLLIN};
+            which[k++] = i;
+        }
+    if (k == 0 || poll(fds, (nfds_t)k, 0) <= 0)
+        return;
+    for (int j = 0; j < k; j++)
+        if (fds[j].revents != 0)
+            waiter_read(cs, &cs->waiters[which[j]]);
 }
 
 /* at-least-once, all queues empty: blocks until a push to any of them, a stop, or a timeout. */
@@ -423,28 +606,16 @@ static void wait_for_work(struct consumer *cs)
 
     for (int i = 0; i < nq; i++) {
         struct waiter *w = &cs->waiters[i];
-        int done = 0;
 
-        if (w->outstanding && now - w->sent_us > limit_us) {
-            rconn_lost(&w->rc, "no reply to BLMOVE within its block time");
-            w->outstanding = false;
-        }
+        if (w->outstanding && now - w->sent_us > limit_us)
+            waiter_lost(cs, w, "no reply to BLMOVE within its block time");
         if (rconn_try(&w->rc) < 0) {
             pause_unless_stopped(cs, rconn_wait_ms(&w->rc));
             return;
         }
-        if (!w->outstanding) {
-            if (redisAppendCommandArgv(w->rc.c, 6, w->argv, NULL) != REDIS_OK)
-                done = -1;
-            while (done == 0)
-                if (redisBufferWrite(w->rc.c, &done) != REDIS_OK)
-                    done = -1;
-            if (done < 0) {
-                rconn_lost(&w->rc, w->rc.c->errstr);
-                return;
-            }
-            w->outstanding = true;
-            w->sent_us = now;
+        if (!w->outstanding && waiter_arm(cs, w, now) < 0) {
+            waiter_lost(cs, w, w->rc.c->errstr);
+            return;
         }
         fds[i] = (struct pollfd){.fd = w->rc.c->fd, .events = POLLIN};
     }
@@ -464,8 +635,8 @@ static void wait_for_work(struct consumer *cs)
         if ((fds[nq].revents & POLLIN) && interrupted(cs))
             return;
         for (int i = 0; i < nq; i++)
-            if (fds[i].revents != 0)
-                waiter_read(&cs->waiters[i]);
+            if (fds[i].revents != 0 && cs->waiters[i].rc.c != NULL)
+                waiter_read(cs, &cs->waiters[i]);
         return;
     }
 }
@@ -495,6 +666,59 @@ static void apply_reload(struct consumer *cs)
     }
 }
 
+/* Puts back at the front of their queues what fetches whose reply was lost had moved into the
+ * in-flight hash. -1 if it has to be tried again. */
+static int rescue(struct consumer *cs)
+{
+    const char **args = malloc(cs->norphans * sizeof(*args));
+    redisReply *reply;
+    int rc = -1;
+
+    if (args == NULL) {
+        cs->pause_until_us = clock_mono_us() + 1000000;
+        return -1;
+    }
+    for (size_t i = 0; i < cs->norphans; i++)
+        args[i] = cs->orphans[i];
+    reply = script_run(&cs->rc, SCRIPT_RESCUE, 1, cs->fetch_keys, NULL, (int)cs->norphans, args,
+                       NULL);
+    free(args);
+    if (reply == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        if (reply->integer > 0)
+            log_notice("consumer: %lld task(s) whose fetch reply was lost put back at the front of "
+                       "their queue",
+                       reply->integer);
+        cs->norphans = 0;
+        rc = 0;
+    } else {
+        cs->pause_until_us = clock_mono_us() + 1000000; /* script_run logged why */
+    }
+    freeReplyObject(reply);
+    return rc;
+}
+
+/* A pause: a fetch pipelined behind a waiter would still take a task when one is pushed, so the
+ * waiters holding one are closed (and what they may have taken is rescued). */
+static void disarm(struct consumer *cs)
+{
+    if (!atomic_load(&cs->disarm))
+        return;
+    for (int i = 0; cs->waiters != NULL && i < cs->conf->nqueues; i++) {
+        struct waiter *w = &cs->waiters[i];
+        if (w->fetching) {
+            waiter_drop(cs, w);
+            rconn_close(&w->rc);
+        }
+    }
+    pthread_mutex_lock(&cs->disarm_mu);
+    atomic_store(&cs->disarm, false);
+    pthread_cond_broadcast(&cs->disarmed);
+    pthread_mutex_unlock(&cs->disarm_mu);
+    interrupted(cs); /* consume the wake-up that announced it */
+}
+
 static void *consumer_main(void *arg)
 {
     struct consumer *cs = arg;
@@ -506,6 +730,7 @@ static void *consumer_main(void *arg)
 
         health_beat(THREAD_CONSUMER);
         apply_reload(cs);
+        disarm(cs);
         if (paused > 0) {
             pause_unless_stopped(cs, (int)(paused / 1000) + 1);
             continue;
@@ -520,6 +745,10 @@ static void *consumer_main(void *arg)
             /* Wakes the main thread (it waits for signals) to tell systemd at once. */
             kill(getpid(), SIGUSR2);
         }
+        if (reliable && cs->norphans > 0 && rescue(cs) < 0)
+            continue;
+        if (reliable)
+            waiters_poll(cs);
         n = capacity_reserve(cs->cap, cs->conf->fetch_batch, health_period_ms());
         if (n == 0)
             break;
@@ -531,6 +760,9 @@ static void *consumer_main(void *arg)
         if (reliable && got == 0 && !atomic_load(&cs->stopping))
             wait_for_work(cs);
     }
+    waiters_close(cs);
+    if (cs->norphans > 0 && cs->rc.c != NULL)
+        rescue(cs);
     unconfigure(cs);
     rconn_close(&cs->rc);
     taskq_close(cs->out);
@@ -558,6 +790,22 @@ void consumer_stop(struct consumer *cs)
     atomic_store(&cs->stopping, true);
     capacity_stop(cs->cap);
     wake(cs);
+}
+
+void consumer_pause(struct consumer *cs)
+{
+    /* Bounded: the consumer may be in the middle of a command (at most its timeout). */
+    struct timespec deadline = clock_mono_deadline(PAUSE_WAIT_MS);
+
+    pthread_mutex_lock(&cs->disarm_mu);
+    atomic_store(&cs->disarm, true);
+    wake(cs);
+    while (atomic_load(&cs->disarm) && !atomic_load(&cs->stopping))
+        if (pthread_cond_timedwait(&cs->disarmed, &cs->disarm_mu, &deadline) == ETIMEDOUT) {
+            log_warn("consumer: still busy; a task pushed now may yet start despite the pause");
+            break;
+        }
+    pthread_mutex_unlock(&cs->disarm_mu);
 }
 
 void consumer_reconfigure(struct consumer *cs, const struct config *conf)

@@ -18,6 +18,9 @@ int consumer_start(struct consumer *cs);
  * it had already taken is still handed over. The thread closes its output queue when it ends. */
 void consumer_stop(struct consumer *cs);
 void consumer_join(struct consumer *cs);
+/* From any thread, after capacity_pause: takes back what waits to take a task the moment one is
+ * pushed, and returns once it has, so that the pause holds from then on. */
+void consumer_pause(struct consumer *cs);
 /* From any thread: take tasks from conf's queues from the next fetch on. conf must outlive the
  * consumer. */
 void consumer_reconfigure(struct consumer *cs, const struct config *conf);

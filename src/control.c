@@ -146,6 +146,8 @@ void control_serve(struct daemon *d, const sigset_t *signals)
         case SIGCONT:
             c.paused = sig == SIGTSTP;
             capacity_pause(&d->cap, c.paused);
+            if (c.paused)
+                consumer_pause(d->consumer);
             log_notice("%s: %s", strsignal(sig),
                        c.paused ? "taking no new tasks; running ones go on" : "taking tasks again");
             break;

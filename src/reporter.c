@@ -200,7 +200,8 @@ static int64_t backoff_ms(struct reporter *rp, const struct task *t)
 /* Retry, dead letter, or the schedule for a delayed task. */
 static void decide(struct reporter *rp, struct task *t)
 {
-    int64_t now_ms = clock_real_us() / 1000;
+    /* Rounded up, so that a task never runs before its delay is over. */
+    int64_t now_ms = (clock_real_us() + 999) / 1000;
 
     switch (t->outcome) {
     case OUTCOME_FAILED:
@@ -214,7 +215,7 @@ static void decide(struct reporter *rp, struct task *t)
         t->dead = true;
         break;
     case OUTCOME_DELAYED:
-        t->due_ms = now_ms + (int64_t)(t->delay * 1000);
+        t->due_ms = now_ms + (int64_t)ceil(t->delay * 1000);
         break;
     case OUTCOME_OK:
     case OUTCOME_REQUEUED:

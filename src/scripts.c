@@ -116,10 +116,25 @@ static const char *const sources[SCRIPT_COUNT] = {
         "end\n"
         "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
         "return {#due, nxt[2] or false}\n",
+
+    /* KEYS: in-flight hash. ARGV: ids of a fetch whose reply never arrived. Each that the fetch
+     * did move goes back to the front of its queue. Returns how many. */
+    [SCRIPT_RESCUE] =
+        "local n = 0\n"
+        "for i = 1, #ARGV do\n"
+        "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
+        "  if v then\n"
+        "    local z = string.find(v, '\\0', 1, true)\n"
+        "    redis.call('RPUSH', string.sub(v, 1, z - 1), string.sub(v, z + 1))\n"
+        "    redis.call('HDEL', KEYS[1], ARGV[i])\n"
+        "    n = n + 1\n"
+        "  end\n"
+        "end\n"
+        "return n\n",
 };
 
 static const char *const names[SCRIPT_COUNT] = {"fetch", "claim", "beat", "reap", "release",
-                                                "due"};
+                                                "due",   "rescue"};
 
 /* SHA1s are learnt from SCRIPT LOAD; Redis answers the same one to every thread. */
 static char shas[SCRIPT_COUNT][41];
@@ -144,6 +159,14 @@ static int load(struct rconn *r, enum script s, char *sha)
     memcpy(shas[s], sha, 41);
     pthread_mutex_unlock(&shas_mu);
     return 0;
+}
+
+bool script_sha(enum script s, char sha[41])
+{
+    pthread_mutex_lock(&shas_mu);
+    memcpy(sha, shas[s], 41);
+    pthread_mutex_unlock(&shas_mu);
+    return sha[0] != '\0';
 }
 
 redisReply *script_run(struct rconn *r, enum script s, int nkeys, const char **keys,

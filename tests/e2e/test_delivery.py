@@ -4,11 +4,13 @@ every store is empty: the queue, every in-flight hash, the dead list."""
 
 import os
 import signal
+import socket
+import threading
 import time
 
 import pytest
 
-from harness import SLOW, RedisServer, wait_for
+from harness import SLOW, RedisServer, push, wait_for
 
 QUIET = {"level": "notice"}  # no line per task: these tests count with the stats
 
@@ -172,6 +174,77 @@ def test_client_kill_of_any_connection_loses_nothing(redis, start_qworker, victi
     assert q.proc.poll() is None
     assert q.stop() == 0
     assert_all_stores_empty(redis)
+
+
+class Relay:
+    """A TCP relay in front of redis-server that can swallow what the server sends, then cut
+    every connection: a reply lost on the way, as a network fault loses it."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.swallow = threading.Event()
+        self.lock = threading.Lock()
+        self.pairs = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.pairs.append((client, server))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, from_server):
+        try:
+            while data := src.recv(65536):
+                if not (from_server and self.swallow.is_set()):
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for client, server in pairs:
+            for s in (client, server):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+def test_a_fetch_whose_reply_is_lost_is_put_back_without_a_restart(redis, start_qworker):
+    relay = Relay(redis.port)
+    try:
+        q = start_qworker(relay.port, worker={"id": "r"})
+        q.wait_message("ready", 10)
+        relay.swallow.set()
+        push(redis, "0")
+        # The fetch behind the idle worker's BLMOVE moved it; its reply never arrives.
+        wait_for(lambda: redis("HLEN", "qworker:inflight:r") == 1, 5, "the fetch to move the task")
+        relay.swallow.clear()
+        relay.cut()
+        assert q.wait_completions(1, 10)[0]["QWORKER_OUTCOME"] == "ok"
+        assert q.journal(MESSAGE="consumer: 1 task(s) whose fetch reply was lost put back at the "
+                                 "front of their queue")
+        wait_for(lambda: inflight_keys(redis) == [], 5, "the ack")
+        assert q.proc.poll() is None
+        assert q.stop() == 0
+        assert_all_stores_empty(redis)
+    finally:
+        relay.close()
 
 
 def test_second_worker_with_the_same_id_is_refused_until_the_first_is_gone(redis, start_qworker):
