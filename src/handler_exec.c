@@ -185,15 +185,19 @@ static void on_child_exit(evutil_socket_t fd, short what, void *arg)
     enum outcome outcome;
     int status = 0;
 
+    siginfo_t info = {0};
+
     (void)fd;
     (void)what;
-    if (waitpid(r->pid, &status, WNOHANG) <= 0)
+    if (waitid(P_PID, (id_t)r->pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0)
         return; /* not yet: the pidfd fires once it has exited */
-    /* What the child wrote last is still in the pipes; whatever it left running in its group
-     * goes now, so that no task outlives its completion. */
+    /* Whatever it left running in its group goes now, so that no task outlives its completion;
+     * before the reaping, while the group's id cannot have been taken by another process. */
+    kill(-r->pid, SIGKILL);
+    waitpid(r->pid, &status, 0);
+    /* What the child wrote last is still in the pipes. */
     stream_read(&r->out);
     stream_read(&r->err);
-    kill(-r->pid, SIGKILL);
     if (r->timed_out) {
         outcome = OUTCOME_TIMEOUT;
         task_set_reason(t, "timed out after %g s",

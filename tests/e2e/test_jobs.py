@@ -70,6 +70,18 @@ def test_timeout_stops_the_child_and_its_grandchild(redis, start_qworker, workdi
     assert pushed <= started(done[0])
 
 
+def test_nothing_a_task_left_behind_outlives_its_completion(redis, start_qworker, workdir):
+    pids = os.path.join(workdir, "pids")
+    q = start_qworker(redis.port, handlers=[
+        {"name": "leave", "type": "exec",
+         "command": ["/bin/sh", "-c", f"sleep 30 >/dev/null 2>&1 & echo $! > {pids}"]}])
+    q.wait_message("ready", 10)
+    push(redis, env(handler="leave"))
+    assert q.wait_completions(1, 10)[0]["QWORKER_OUTCOME"] == "ok"
+    left = int(open(pids).read())
+    wait_for(lambda: not alive(left), 2, "the process it left behind to be gone")
+
+
 def test_fails_twice_then_succeeds_with_backoff(redis, start_qworker, workdir):
     count = os.path.join(workdir, "count")
     script = (f"n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; "
