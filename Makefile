@@ -116,11 +116,14 @@ deb: all
 
 # Figures for BENCHMARKS.md: under 5 minutes; QUICK=1 under 1.
 bench: deps-test
-	@$(MAKE) --no-print-directory all $(BUILD)/spawn_ceiling
+	@$(MAKE) --no-print-directory all $(BUILD)/spawn_ceiling $(BUILD)/wake_floor
 	QUICK=$(QUICK) /usr/bin/python3 tests/bench/bench.py
 
 $(BUILD)/spawn_ceiling: tests/bench/spawn_ceiling.c | $(BUILD)
 	$(CC) $(WARN) -O2 -o $@ $<
+
+$(BUILD)/wake_floor: tests/bench/wake_floor.c | $(BUILD)
+	$(CC) $(WARN) $(PKG_CFLAGS) -O2 -o $@ $< $(PKG_LIBS)
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c

@@ -50,7 +50,7 @@ def wait_succeeded(redis, n, timeout):
 
 
 def test_sigkill_with_2000_in_flight_then_restart_loses_nothing(redis, start_qworker):
-    worker = {"concurrency": 2000, "fetch_batch": 500, "id": "w1"}
+    worker = {"concurrency": 2000, "fetch_batch": 1500, "id": "w1"}  # HSETs of 1,000 and 500
     q = start_qworker(redis.port, worker=worker, log=QUIET)
     push_many(redis, ["0.5"] * 20000)
     wait_for(lambda: redis("HLEN", "qworker:inflight:w1") == 2000, 10, "2,000 tasks in flight")
@@ -144,7 +144,7 @@ def test_sigterm_puts_500_running_tasks_back_at_the_front(redis, start_qworker):
 @pytest.mark.skipif(SLOW > 1, reason="a load test: measured on the plain build only")
 def test_100000_tasks_in_flight_at_once(redis, start_qworker):
     q = start_qworker(redis.port, log=QUIET,
-                      worker={"concurrency": 100000, "fetch_batch": 1000, "id": "big"})
+                      worker={"concurrency": 100000, "fetch_batch": 2500, "id": "big"})
     q.wait_message("ready", 10)
     t0 = time.monotonic()
     push_many(redis, ["2"] * 100000)
