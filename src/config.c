@@ -27,7 +27,8 @@ static const char *const redis_names[] = {
     "password", "connect_timeout", "command_timeout", NULL};
 static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
                                            "delivery", "prefix",           "shutdown_timeout",
-                                           "heartbeat_ttl", "max_payload", NULL};
+                                           "heartbeat_ttl", "max_payload",     "max_recoveries",
+                                           NULL};
 static const char *const queue_names[] = {"name", "handler", NULL};
 static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
 static const char *const exec_names[] = {
@@ -262,6 +263,7 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         get_seconds(p, g, "shutdown_timeout", 0, 86400, 30, &c->shutdown_timeout) < 0 ||
         get_seconds(p, g, "heartbeat_ttl", 1, 3600, 15, &ttl) < 0 ||
         get_int(p, g, "max_payload", 16, 512 << 20, 1 << 20, &c->max_payload) < 0 ||
+        get_int(p, g, "max_recoveries", 0, 1000, 3, &c->max_recoveries) < 0 ||
         get_string(p, g, "delivery", "at-least-once", &delivery) < 0)
         return -1;
     c->heartbeat_ttl_ms = (int)(ttl * 1000);

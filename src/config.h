@@ -61,6 +61,7 @@ struct config {
     double shutdown_timeout;
     int heartbeat_ttl_ms;
     int max_payload;
+    int max_recoveries; /* put back from dead workers this often: poison; 0: never */
     char *prefix;
 
     struct queue_conf *queues; /* in priority order */

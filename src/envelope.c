@@ -91,11 +91,12 @@ static int unwrap(struct task *t, json_t *o, const struct config *conf)
     const json_t *id = json_object_get(o, "id");
     bool dead = json_object_get(o, "reason") != NULL;
     bool ready = json_is_true(json_object_get(o, "ready"));
-    int attempt = 1;
+    int attempt = 1, recoveries = 0;
     char *raw = NULL;
     size_t n;
 
-    if (!dead && int_field(t, o, "attempt", 1000, &attempt) < 0)
+    if ((!dead && int_field(t, o, "attempt", 1000, &attempt) < 0) ||
+        int_field(t, o, "recoveries", 1000000, &recoveries) < 0)
         return -1;
     if (json_is_string(p)) {
         n = json_string_length(p);
@@ -115,6 +116,10 @@ static int unwrap(struct task *t, json_t *o, const struct config *conf)
     if (envelope_parse(t, conf) < 0)
         return -1;
     t->attempt = attempt;
+    t->recoveries = recoveries;
+    /* Workers running it keep dying (scripts.c counts): it is the likeliest cause. */
+    if (conf->max_recoveries > 0 && recoveries >= conf->max_recoveries)
+        return invalid(t, "poison");
     if (ready)
         t->delay = 0;
     if (t->label_own != NULL)

@@ -248,6 +248,8 @@ static char *wrapped(const struct task *t, int attempt)
     json_object_set_new(o, "attempt", json_integer(attempt));
     json_object_set_new(o, "id", json_string(t->label));
     json_object_set_new(o, "ready", json_true());
+    if (t->recoveries > 0)
+        json_object_set_new(o, "recoveries", json_integer(t->recoveries));
     s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -395,7 +397,7 @@ static int append_task(struct reporter *rp, struct task *t)
             append(rp, 4, argv, NULL);
     } else if (t->outcome == OUTCOME_REQUEUED) {
         /* RPUSH: back at the end the queue is popped from, ahead of waiting tasks. */
-        if (t->attempt > 1 && (entry = wrapped(t, t->attempt)) == NULL)
+        if ((t->attempt > 1 || t->recoveries > 0) && (entry = wrapped(t, t->attempt)) == NULL)
             goto oom;
         const char *argv[] = {"RPUSH", t->queue->name, entry ? entry : t->payload};
         size_t lens[] = {5, strlen(t->queue->name), entry ? strlen(entry) : t->len};

@@ -7,14 +7,70 @@
 
 #include "log.h"
 
-/* An in-flight entry is "<queue>\0<payload>": queue names cannot hold NUL, payloads can. */
+/* An in-flight entry is "<queue>\0<payload>": queue names cannot hold NUL, payloads can. A task
+ * put back because its worker died carries how many times that has happened in a qworker wrapper
+ * ({"payload" or "payload_base64", "recoveries", ...}, as for retries), so that envelope.c can send
+ * it to the dead list as poison after max_recoveries instead of letting it kill worker after
+ * worker. A payload goes as base64 unless it is text jansson takes back (UTF-8, no NUL). */
 #define REQUEUE_FN                                                                                 \
+    "local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'\n"            \
+    "local function b64(s)\n"                                                                     \
+    "  local out = {}\n"                                                                          \
+    "  for i = 1, #s, 3 do\n"                                                                     \
+    "    local a, b, c = string.byte(s, i, i + 2)\n"                                              \
+    "    local n = a * 65536 + (b or 0) * 256 + (c or 0)\n"                                       \
+    "    local q = {math.floor(n / 262144), math.floor(n / 4096) % 64, math.floor(n / 64) % 64,\n" \
+    "               n % 64}\n"                                                                    \
+    "    out[#out + 1] = string.sub(B64, q[1] + 1, q[1] + 1) .. string.sub(B64, q[2] + 1, q[2] + 1)\n" \
+    "      .. (b and string.sub(B64, q[3] + 1, q[3] + 1) or '=')\n"                               \
+    "      .. (c and string.sub(B64, q[4] + 1, q[4] + 1) or '=')\n"                               \
+    "  end\n"                                                                                     \
+    "  return table.concat(out)\n"                                                                \
+    "end\n"                                                                                       \
+    "local function textual(s)\n"                                                                 \
+    "  if not string.find(s, '[%z\\128-\\255]') then return true end\n"                         \
+    "  local i, n = 1, #s\n"                                                                      \
+    "  while i <= n do\n"                                                                         \
+    "    local c = string.byte(s, i)\n"                                                           \
+    "    if c == 0 then return false end\n"                                                       \
+    "    if c < 128 then\n"                                                                       \
+    "      i = i + 1\n"                                                                           \
+    "    else\n"                                                                                  \
+    "      local len, lo, hi = 0, 128, 191\n"                                                     \
+    "      if c >= 194 and c <= 223 then len = 2\n"                                               \
+    "      elseif c >= 224 and c <= 239 then len = 3\n"                                           \
+    "        if c == 224 then lo = 160 elseif c == 237 then hi = 159 end\n"                       \
+    "      elseif c >= 240 and c <= 244 then len = 4\n"                                           \
+    "        if c == 240 then lo = 144 elseif c == 244 then hi = 143 end\n"                       \
+    "      else return false end\n"                                                               \
+    "      local d = string.byte(s, i + 1)\n"                                                     \
+    "      if not d or d < lo or d > hi then return false end\n"                                  \
+    "      for j = i + 2, i + len - 1 do\n"                                                       \
+    "        d = string.byte(s, j)\n"                                                             \
+    "        if not d or d < 128 or d > 191 then return false end\n"                              \
+    "      end\n"                                                                                 \
+    "      i = i + len\n"                                                                         \
+    "    end\n"                                                                                   \
+    "  end\n"                                                                                     \
+    "  return true\n"                                                                             \
+    "end\n"                                                                                       \
+    "local function recovered(p)\n"                                                               \
+    "  if string.sub(p, 1, 1) == '{' then\n"                                                      \
+    "    local ok, w = pcall(cjson.decode, p)\n"                                                  \
+    "    if ok and type(w) == 'table' and (w.payload ~= nil or w.payload_base64 ~= nil) then\n"   \
+    "      w.recoveries = (tonumber(w.recoveries) or 0) + 1\n"                                    \
+    "      return cjson.encode(w)\n"                                                              \
+    "    end\n"                                                                                   \
+    "  end\n"                                                                                     \
+    "  if textual(p) then return '{\"payload\":' .. cjson.encode(p) .. ',\"recoveries\":1}' end\n" \
+    "  return '{\"payload_base64\":\"' .. b64(p) .. '\",\"recoveries\":1}'\n"                \
+    "end\n"                                                                                       \
     "local function requeue_all(hash)\n"                                                          \
     "  local all = redis.call('HGETALL', hash)\n"                                                 \
     "  for i = 2, #all, 2 do\n"                                                                   \
     "    local v = all[i]\n"                                                                      \
     "    local z = string.find(v, '\\0', 1, true)\n"                                              \
-    "    redis.call('RPUSH', string.sub(v, 1, z - 1), string.sub(v, z + 1))\n"                    \
+    "    redis.call('RPUSH', string.sub(v, 1, z - 1), recovered(string.sub(v, z + 1)))\n"         \
     "  end\n"                                                                                     \
     "  redis.call('DEL', hash)\n"                                                                 \
     "  return #all / 2\n"                                                                         \

@@ -39,6 +39,7 @@ struct task {
     const struct handler_conf *handler;
     char id[TASK_ID_LEN + 1];
     int attempt;
+    int recoveries; /* times put back because the worker running it died */
     enum outcome outcome;
     int64_t started_real_us;
     int64_t started_mono_us;

@@ -2,6 +2,8 @@
 a killed connection, a deploy (SIGTERM), or a duplicate worker id. Every test ends by checking that
 every store is empty: the queue, every in-flight hash, the dead list."""
 
+import base64
+import json
 import os
 import signal
 import socket
@@ -245,6 +247,36 @@ def test_a_fetch_whose_reply_is_lost_is_put_back_without_a_restart(redis, start_
         assert_all_stores_empty(redis)
     finally:
         relay.close()
+
+
+def test_a_task_that_keeps_killing_its_worker_is_dead_lettered_as_poison(redis, start_qworker,
+                                                                         workdir):
+    got, pidfile = os.path.join(workdir, "got"), os.path.join(workdir, "pid")
+    payload = b"\xff\x00 not text"  # goes back to its queue as base64, and arrives intact
+    config = dict(
+        worker={"id": "p", "max_recoveries": 3}, log=QUIET,
+        handlers=[{"name": "hold", "type": "exec", "args": "stdin",
+                   "command": ["/bin/sh", "-c", f"echo $$ > {pidfile}; cat > {got}; exec sleep 60"]}],
+        queues=[{"name": "queue", "handler": "hold"}])
+    push(redis, payload)
+    for run in range(3):  # it runs, and its worker dies: three times
+        q = start_qworker(redis.port, name=f"run{run}", **config)
+        wait_for(lambda: os.path.exists(got) and open(got, "rb").read() == payload, 10,
+                 f"run {run} of the task, with its payload intact")
+        os.unlink(got)
+        q.signal(signal.SIGKILL)
+        q.wait_exit(5)
+        os.kill(int(open(pidfile).read()), signal.SIGKILL)  # its child, orphaned
+    q = start_qworker(redis.port, name="last", **config)
+    wait_for(lambda: redis("LLEN", "qworker:dead") == 1, 10, "the task in the dead list")
+    entry = json.loads(redis("LINDEX", "qworker:dead", 0))
+    assert entry["reason"] == "poison"
+    assert base64.b64decode(entry["payload_base64"]) == payload
+    assert q.journal(PRIORITY="4", QWORKER_OUTCOME="invalid")
+    assert not os.path.exists(got), "it ran a fourth time"
+    wait_for(lambda: inflight_keys(redis) == [], 5, "the ack")
+    assert q.stop() == 0
+    assert redis("LLEN", "queue") == 0
 
 
 def test_second_worker_with_the_same_id_is_refused_until_the_first_is_gone(redis, start_qworker):

@@ -46,6 +46,7 @@ static void empty_file_gives_every_default(void **state)
     assert_int_equal(c->fetch_batch, 100);
     assert_int_equal(c->delivery, DELIVERY_AT_LEAST_ONCE);
     assert_int_equal(c->heartbeat_ttl_ms, 15000);
+    assert_int_equal(c->max_recoveries, 3);
     assert_true(c->shutdown_timeout == 30);
     assert_string_equal(c->prefix, "qworker");
     assert_int_equal(c->nqueues, 1);

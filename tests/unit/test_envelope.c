@@ -102,6 +102,29 @@ static void retries_and_dead_letters_unwrap(void **state)
     task_free(t);
 }
 
+static void tasks_recovered_too_often_are_poison(void **state)
+{
+    int rc;
+    struct task *t;
+
+    (void)state;
+    conf.max_recoveries = 3;
+    t = parse(1, "{\"payload\": \"plain\", \"recoveries\": 2}", &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(t->recoveries, 2);
+    assert_int_equal(t->attempt, 1);
+    task_free(t);
+    t = parse(0, "{\"payload_base64\": \"NQ==\", \"recoveries\": 3}", &rc); /* "5" */
+    assert_int_equal(rc, -1);
+    assert_string_equal(t->reason, "poison");
+    assert_ptr_equal(t->handler, &handlers[0]); /* the dead letter names its handler */
+    task_free(t);
+    conf.max_recoveries = 0; /* never */
+    t = parse(0, "{\"payload\": \"5\", \"recoveries\": 50}", &rc);
+    assert_int_equal(rc, 0);
+    task_free(t);
+}
+
 static void bad_envelopes_say_why(void **state)
 {
     static const struct {
@@ -157,6 +180,7 @@ int main(void)
         cmocka_unit_test(plain_payloads_go_to_the_queue_handler),
         cmocka_unit_test(envelopes_name_handler_args_and_limits),
         cmocka_unit_test(retries_and_dead_letters_unwrap),
+        cmocka_unit_test(tasks_recovered_too_often_are_poison),
         cmocka_unit_test(bad_envelopes_say_why),
         cmocka_unit_test(payloads_over_max_payload_are_refused),
     };
