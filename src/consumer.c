@@ -57,7 +57,7 @@ struct consumer {
     struct capacity *cap;
     struct taskq *out;
     struct rconn rc;
-    int wakefd; /* written on stop and on reload: ends any wait */
+    int wakefd; /* written on stop, reload and pause: ends any wait */
     atomic_bool stopping;
     atomic_bool disarm; /* paused: take back the fetches pipelined behind the waiters */
     pthread_mutex_t disarm_mu;
