@@ -699,24 +699,48 @@ static int rescue(struct consumer *cs)
     return rc;
 }
 
-/* A pause: a fetch pipelined behind a waiter would still take a task when one is pushed, so the
- * waiters holding one are closed (and what they may have taken is rescued). */
-static void disarm(struct consumer *cs)
+/* Closes the waiters that hold a fetch (what it may have taken is rescued), which frees their
+ * slots. Returns whether there was one. */
+static bool take_back_armed(struct consumer *cs)
 {
-    if (!atomic_load(&cs->disarm))
-        return;
+    bool any = false;
+
     for (int i = 0; cs->waiters != NULL && i < cs->conf->nqueues; i++) {
         struct waiter *w = &cs->waiters[i];
         if (w->fetching) {
             waiter_drop(cs, w);
             rconn_close(&w->rc);
+            any = true;
         }
     }
+    return any;
+}
+
+/* A pause: a fetch armed behind a waiter would still take a task when one is pushed. */
+static void disarm(struct consumer *cs)
+{
+    if (!atomic_load(&cs->disarm))
+        return;
+    take_back_armed(cs);
     pthread_mutex_lock(&cs->disarm_mu);
     atomic_store(&cs->disarm, false);
     pthread_cond_broadcast(&cs->disarmed);
     pthread_mutex_unlock(&cs->disarm_mu);
     interrupted(cs); /* consume the wake-up that announced it */
+}
+
+/* Free slots for a fetch. When none is free, those held by fetches armed behind waiters are taken
+ * back first: a task on a queue whose waiter had no slot left would otherwise wait for a push to
+ * another queue. */
+static int reserve(struct consumer *cs, bool reliable)
+{
+    int n = capacity_reserve(cs->cap, cs->conf->fetch_batch, 0);
+
+    if (n < 0 && reliable && take_back_armed(cs))
+        n = capacity_reserve(cs->cap, cs->conf->fetch_batch, 0);
+    if (n < 0)
+        n = capacity_reserve(cs->cap, cs->conf->fetch_batch, health_period_ms());
+    return n;
 }
 
 static void *consumer_main(void *arg)
@@ -749,7 +773,7 @@ static void *consumer_main(void *arg)
             continue;
         if (reliable)
             waiters_poll(cs);
-        n = capacity_reserve(cs->cap, cs->conf->fetch_batch, health_period_ms());
+        n = reserve(cs, reliable);
         if (n == 0)
             break;
         if (n < 0)

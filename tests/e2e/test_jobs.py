@@ -163,6 +163,19 @@ def children(pid):
     return [line.split() for line in out.splitlines()]
 
 
+def test_a_lower_queue_is_served_when_every_slot_waits_on_a_higher_one(redis, start_qworker):
+    # One slot, two queues: the fetch armed behind the idle worker's wait on "high" holds it.
+    q = start_qworker(redis.port, worker={"concurrency": 1},
+                      queues=[{"name": "high"}, {"name": "low"}])
+    q.wait_message("ready", 10)
+    wait_for(lambda: redis("CLIENT", "LIST").count(b"cmd=blmove") == 2, 5,
+             "both queues to be waited on")
+    pushed = push(redis, "0", queue="low")
+    done = q.wait_completions(1, 5)
+    assert done[0]["QWORKER_QUEUE"] == "low"
+    assert (started(done[0]) - pushed) / 1e6 < 0.5 * SLOW, "the low task waited for the slot"
+
+
 def test_thousand_true_no_zombie_no_fd_leak(redis, start_qworker):
     q = start_qworker(redis.port, worker={"concurrency": 50}, log={"level": "notice"},
                       handlers=[{"name": "true", "type": "exec", "command": ["/bin/true"]}],
