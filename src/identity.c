@@ -11,8 +11,14 @@
 #include <jansson.h>
 
 #include "clock.h"
+#include "health.h"
 #include "log.h"
 #include "scripts.h"
+
+/* How many in-flight entries one script puts back: a few milliseconds of Redis's time. */
+#define REQUEUE_CHUNK "1000"
+/* A bound on one reap, should a hash refill as fast as it is emptied: 10,000,000 entries. */
+#define REAP_ROUNDS_MAX 10000
 
 int identity_init(struct identity *id, const struct config *conf)
 {
@@ -99,6 +105,36 @@ static long long pttl(struct rconn *rc, const char *key)
     return ms;
 }
 
+/* Puts back, a chunk per round trip, what a previous run of this id left in flight: before the
+ * consumer starts, so that nothing running now is among it. 1 done, 0 try again. */
+static int requeue_leftovers(struct identity *id, struct rconn *rc)
+{
+    const char *keys[] = {id->inflight_key};
+    const char *args[] = {REQUEUE_CHUNK};
+
+    for (;;) {
+        redisReply *reply = script_run(rc, SCRIPT_REQUEUE, 1, keys, NULL, 1, args, NULL);
+        long long left;
+
+        if (reply == NULL)
+            return 0;
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+            freeReplyObject(reply); /* script_run logged why */
+            return 0;
+        }
+        id->leftovers += reply->element[0]->integer;
+        left = reply->element[1]->integer;
+        freeReplyObject(reply);
+        if (left == 0)
+            break;
+    }
+    if (id->leftovers > 0)
+        log_notice("put %lld task(s) left in flight by a previous run of worker %s back at the "
+                   "front of their queues",
+                   id->leftovers, id->conf->worker_id);
+    return 1;
+}
+
 /* One attempt: 1 claimed, 0 try again, -1 in use. */
 static int try_claim(struct identity *id, struct rconn *rc)
 {
@@ -107,6 +143,10 @@ static int try_claim(struct identity *id, struct rconn *rc)
     char *value, ttl[24], *seen;
     int pid = 0, rc_ = 0;
 
+    if (id->claimed) {
+        freeReplyObject(cur);
+        return requeue_leftovers(id, rc);
+    }
     if (cur == NULL)
         return 0;
     if (cur->type == REDIS_REPLY_STRING && !stale_local(id, cur->str, &pid)) {
@@ -124,23 +164,17 @@ static int try_claim(struct identity *id, struct rconn *rc)
     value = heartbeat_value(id, 0);
     snprintf(ttl, sizeof(ttl), "%d", id->conf->heartbeat_ttl_ms);
     {
-        const char *keys[] = {id->hb_key, id->workers_key, id->inflight_key};
+        const char *keys[] = {id->hb_key, id->workers_key};
         const char *args[] = {value, ttl, id->conf->worker_id, seen};
-        reply = value ? script_run(rc, SCRIPT_CLAIM, 3, keys, NULL, 4, args, NULL) : NULL;
+        reply = value ? script_run(rc, SCRIPT_CLAIM, 2, keys, NULL, 4, args, NULL) : NULL;
     }
     free(value);
     freeReplyObject(cur);
     if (reply == NULL)
         return 0;
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0) {
-        if (reply->integer > 0)
-            log_notice("put %lld task(s) left in flight by a previous run of worker %s back at "
-                       "the front of their queues",
-                       reply->integer, id->conf->worker_id);
-        rc_ = 1;
-    }
+    id->claimed = reply->type == REDIS_REPLY_INTEGER && reply->integer == 0;
     freeReplyObject(reply);
-    return rc_;
+    return id->claimed ? requeue_leftovers(id, rc) : rc_;
 }
 
 /* A Redis that may evict keys may evict queues and in-flight hashes. CONFIG may be refused by
@@ -181,20 +215,45 @@ enum claim_result identity_claim(struct identity *id, struct rconn *rc, const si
     }
 }
 
+/* Whether name is among the first n of seen; adds it if there is room. */
+static bool seen_before(char seen[][128], int *n, int cap, const char *name)
+{
+    for (int i = 0; i < *n; i++)
+        if (strcmp(seen[i], name) == 0)
+            return true;
+    if (*n < cap)
+        snprintf(seen[(*n)++], sizeof(seen[0]), "%s", name);
+    return false;
+}
+
+/* Puts back the in-flight tasks of workers whose heartbeat expired, a chunk per round trip until
+ * none is left, with one line per worker. Runs on the reporter thread, whose progress it is. */
 static void reap(struct identity *id, struct rconn *rc)
 {
     const char *keys[] = {id->workers_key};
-    const char *args[] = {id->conf->prefix, id->conf->worker_id};
-    redisReply *reply = script_run(rc, SCRIPT_REAP, 1, keys, NULL, 2, args, NULL);
+    const char *args[] = {id->conf->prefix, id->conf->worker_id, REQUEUE_CHUNK};
+    char seen[16][128];
+    int nseen = 0;
+    bool more = true;
 
-    if (reply == NULL)
-        return;
-    if (reply->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i + 1 < reply->elements; i += 2)
-            log_warn("worker %s stopped sending heartbeats: put its %lld task(s) in flight back "
-                     "at the front of their queues",
-                     reply->element[i]->str, reply->element[i + 1]->integer);
-    freeReplyObject(reply);
+    for (int round = 0; more && round < REAP_ROUNDS_MAX; round++) {
+        redisReply *reply = script_run(rc, SCRIPT_REAP, 1, keys, NULL, 3, args, NULL);
+
+        more = false;
+        if (reply == NULL)
+            return;
+        for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i + 2 < reply->elements; i += 3) {
+            const char *worker = reply->element[i]->str;
+            long long moved = reply->element[i + 1]->integer, left = reply->element[i + 2]->integer;
+            if (!seen_before(seen, &nseen, 16, worker))
+                log_warn("worker %s stopped sending heartbeats: putting its %lld task(s) in flight "
+                         "back at the front of their queues",
+                         worker, moved + left);
+            more = more || (left > 0 && moved > 0);
+        }
+        freeReplyObject(reply);
+        health_beat(THREAD_REPORTER);
+    }
 }
 
 int identity_beat(struct identity *id, struct rconn *rc, long inflight)

@@ -21,6 +21,8 @@ struct identity {
     char *workers_key;
     char *inflight_key;
     bool lost; /* another process holds our id: said once */
+    bool claimed;         /* the id is ours; its leftovers may still be going back */
+    long long leftovers;  /* how many have gone back so far */
 };
 
 int identity_init(struct identity *id, const struct config *conf);

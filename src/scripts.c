@@ -7,7 +7,9 @@
 
 #include "log.h"
 
-/* An in-flight entry is "<queue>\0<payload>": queue names cannot hold NUL, payloads can. A task
+/* An in-flight entry is "<queue>\0<payload>": queue names cannot hold NUL, payloads can. Entries
+ * are put back a chunk per call (requeue_some), so that a worker that died with a million tasks
+ * in flight does not hold Redis in one script for seconds; each entry still moves exactly once. A task
  * put back because its worker died carries how many times that has happened in a qworker wrapper
  * ({"payload" or "payload_base64", "recoveries", ...}, as for retries), so that envelope.c can send
  * it to the dead list as poison after max_recoveries instead of letting it kill worker after
@@ -65,15 +67,17 @@
     "  if textual(p) then return '{\"payload\":' .. cjson.encode(p) .. ',\"recoveries\":1}' end\n" \
     "  return '{\"payload_base64\":\"' .. b64(p) .. '\",\"recoveries\":1}'\n"                \
     "end\n"                                                                                       \
-    "local function requeue_all(hash)\n"                                                          \
-    "  local all = redis.call('HGETALL', hash)\n"                                                 \
-    "  for i = 2, #all, 2 do\n"                                                                   \
-    "    local v = all[i]\n"                                                                      \
+    "local function requeue_some(hash, n)\n"                                                      \
+    "  local some = redis.call('HRANDFIELD', hash, n, 'WITHVALUES')\n"                            \
+    "  local done = {}\n"                                                                         \
+    "  for i = 1, #some, 2 do\n"                                                                  \
+    "    local v = some[i + 1]\n"                                                                 \
     "    local z = string.find(v, '\\0', 1, true)\n"                                              \
     "    redis.call('RPUSH', string.sub(v, 1, z - 1), recovered(string.sub(v, z + 1)))\n"         \
+    "    done[#done + 1] = some[i]\n"                                                             \
     "  end\n"                                                                                     \
-    "  redis.call('DEL', hash)\n"                                                                 \
-    "  return #all / 2\n"                                                                         \
+    "  if #done > 0 then redis.call('HDEL', hash, unpack(done)) end\n"                            \
+    "  return #done\n"                                                                            \
     "end\n"
 
 /* Whether the heartbeat at key belongs to token (or is gone). */
@@ -117,17 +121,22 @@ static const char *const sources[SCRIPT_COUNT] = {
         "end\n"
         "return out\n",
 
-    /* KEYS: heartbeat, workers set, in-flight hash. ARGV: heartbeat value (JSON with token), TTL
-     * in ms, id, the value the caller saw (or "" for none). Returns -1 if the heartbeat changed
-     * since the caller looked (someone else holds the id), else how many leftovers were put back
-     * at the front of their queues. */
+    /* KEYS: heartbeat, workers set. ARGV: heartbeat value (JSON with token), TTL in ms, id, the
+     * value the caller saw (or "" for none). Returns -1 if the heartbeat changed since the caller
+     * looked (someone else holds the id), else 0; SCRIPT_REQUEUE then puts the leftovers back. */
     [SCRIPT_CLAIM] =
-        REQUEUE_FN
         "local cur = redis.call('GET', KEYS[1])\n"
         "if (cur or '') ~= ARGV[4] then return -1 end\n"
         "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
         "redis.call('SADD', KEYS[2], ARGV[3])\n"
-        "return requeue_all(KEYS[3])\n",
+        "return 0\n",
+
+    /* KEYS: in-flight hash. ARGV: how many at most. Puts that many back at the front of their
+     * queues; returns {how many, how many are left}. */
+    [SCRIPT_REQUEUE] =
+        REQUEUE_FN
+        "local moved = requeue_some(KEYS[1], tonumber(ARGV[1]))\n"
+        "return {moved, redis.call('HLEN', KEYS[1])}\n",
 
     /* KEYS: heartbeat, workers set. ARGV: value, TTL in ms, id, token. 1 if refreshed, 0 if the
      * id now belongs to another process. */
@@ -138,18 +147,25 @@ static const char *const sources[SCRIPT_COUNT] = {
         "redis.call('SADD', KEYS[2], ARGV[3])\n"
         "return 1\n",
 
-    /* KEYS: workers set. ARGV: key prefix, own id. Returns a flat array of (id, requeued) for
-     * each worker reaped. Keys are built here because which workers are dead is only known
-     * inside the script (fine on a single Redis; not for Cluster). */
+    /* KEYS: workers set. ARGV: key prefix, own id, how many at most. Returns a flat array of (id,
+     * requeued, left) for each dead worker seen; one is forgotten once nothing of it is left. Keys
+     * are built here because which workers are dead is only known inside the script (fine on a
+     * single Redis; not for Cluster). */
     [SCRIPT_REAP] =
         REQUEUE_FN
         "local out = {}\n"
+        "local budget = tonumber(ARGV[3])\n"
         "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+        "  if budget <= 0 then break end\n"
         "  if id ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. ':worker:' .. id) == 0 then\n"
-        "    local n = requeue_all(ARGV[1] .. ':inflight:' .. id)\n"
-        "    redis.call('SREM', KEYS[1], id)\n"
+        "    local hash = ARGV[1] .. ':inflight:' .. id\n"
+        "    local n = requeue_some(hash, budget)\n"
+        "    local left = redis.call('HLEN', hash)\n"
+        "    if left == 0 then redis.call('SREM', KEYS[1], id) end\n"
+        "    budget = budget - n\n"
         "    out[#out + 1] = id\n"
         "    out[#out + 1] = n\n"
+        "    out[#out + 1] = left\n"
         "  end\n"
         "end\n"
         "return out\n",
@@ -200,7 +216,8 @@ static const char *const sources[SCRIPT_COUNT] = {
 };
 
 static const char *const names[SCRIPT_COUNT] = {"fetch", "claim", "beat", "reap", "release",
-                                                "due",   "rescue"};
+                                                "due",   "rescue",
+                                                "requeue"};
 
 /* SHA1s are learnt from SCRIPT LOAD; Redis answers the same one to every thread. */
 static char shas[SCRIPT_COUNT][41];

@@ -9,12 +9,13 @@
 
 enum script {
     SCRIPT_FETCH,   /* queues (priority order) -> in-flight hash, up to n tasks */
-    SCRIPT_CLAIM,   /* take a worker id at start and requeue its leftovers */
+    SCRIPT_CLAIM,   /* take a worker id at start */
     SCRIPT_BEAT,    /* refresh the heartbeat, if the id is still ours */
     SCRIPT_REAP,    /* requeue the in-flight tasks of workers whose heartbeat expired */
     SCRIPT_RELEASE, /* give the id back at a clean exit */
     SCRIPT_DUE,     /* move due entries of the schedule back to the front of their queues */
     SCRIPT_RESCUE,  /* put back what a fetch moved when its reply was lost */
+    SCRIPT_REQUEUE, /* put back a chunk of an in-flight hash (a previous run's leftovers) */
     SCRIPT_COUNT
 };
 

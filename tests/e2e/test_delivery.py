@@ -92,6 +92,29 @@ def test_survivor_requeues_a_dead_workers_tasks_within_three_ttls(redis, start_q
     assert_all_stores_empty(redis)
 
 
+def test_a_dead_worker_with_thousands_in_flight_is_put_back_whole(redis, start_qworker):
+    ttl = 2
+    b = start_qworker(redis.port, name="b", log=QUIET,
+                      worker={"id": "b", "concurrency": 2500, "fetch_batch": 2500,
+                              "heartbeat_ttl": ttl})
+    push_many(redis, ["60"] * 2500)
+    wait_for(lambda: redis("HLEN", "qworker:inflight:b") == 2500, 10, "worker b to hold them all")
+    b.signal(signal.SIGKILL)
+    b.wait_exit(5)
+    a = start_qworker(redis.port, name="a", log=QUIET,
+                      worker={"id": "a", "concurrency": 1, "heartbeat_ttl": ttl})
+    # Put back a thousand at a time, each exactly once: one runs on a, the rest wait.
+    wait_for(lambda: redis("EXISTS", "qworker:inflight:b") == 0, 3 * ttl + 1,
+             "worker a to requeue worker b's tasks")
+    wait_for(lambda: redis("HLEN", "qworker:inflight:a") == 1, 5, "worker a to take one")
+    assert redis("LLEN", "queue") == 2499
+    assert json.loads(redis("LINDEX", "queue", 0)) == {"payload": "60", "recoveries": 1}
+    lines = [e["MESSAGE"] for e in a.journal() if "worker b stopped" in e["MESSAGE"]]
+    assert len(lines) == 1 and "2500 task(s)" in lines[0], lines
+    assert a.stop() == 0
+    assert redis("LLEN", "queue") == 2500  # the one it ran is back too
+
+
 def test_redis_killed_and_restarted_mid_run(workdir, start_qworker):
     redis = RedisServer(workdir, extra=["--appendonly", "yes", "--appendfsync", "always"]).start()
     try:
