@@ -139,14 +139,13 @@ static int requeue_leftovers(struct identity *id, struct rconn *rc)
 static int try_claim(struct identity *id, struct rconn *rc)
 {
     const char *get[] = {"GET", id->hb_key};
-    redisReply *cur = rconn_command(rc, 2, get, NULL), *reply;
+    redisReply *cur, *reply;
     char *value, ttl[24], *seen;
     int pid = 0, rc_ = 0;
 
-    if (id->claimed) {
-        freeReplyObject(cur);
+    if (id->claimed)
         return requeue_leftovers(id, rc);
-    }
+    cur = rconn_command(rc, 2, get, NULL);
     if (cur == NULL)
         return 0;
     if (cur->type == REDIS_REPLY_STRING && !stale_local(id, cur->str, &pid)) {
