@@ -141,7 +141,7 @@ static int try_claim(struct identity *id, struct rconn *rc)
     const char *get[] = {"GET", id->hb_key};
     redisReply *cur, *reply;
     char *value, ttl[24], *seen;
-    int pid = 0, rc_ = 0;
+    int pid = 0;
 
     if (id->claimed)
         return requeue_leftovers(id, rc);
@@ -173,7 +173,7 @@ static int try_claim(struct identity *id, struct rconn *rc)
         return 0;
     id->claimed = reply->type == REDIS_REPLY_INTEGER && reply->integer == 0;
     freeReplyObject(reply);
-    return id->claimed ? requeue_leftovers(id, rc) : rc_;
+    return id->claimed ? requeue_leftovers(id, rc) : 0;
 }
 
 /* A Redis that may evict keys may evict queues and in-flight hashes. CONFIG may be refused by

@@ -9,8 +9,8 @@
 
 /* An in-flight entry is "<queue>\0<payload>": queue names cannot hold NUL, payloads can. Entries
  * are put back a chunk per call (requeue_some), so that a worker that died with a million tasks
- * in flight does not hold Redis in one script for seconds; each entry still moves exactly once. A task
- * put back because its worker died carries how many times that has happened in a qworker wrapper
+ * in flight does not hold Redis in one script for seconds; each entry still moves exactly once.
+ * A task put back because its worker died carries how many times that has happened in a wrapper
  * ({"payload" or "payload_base64", "recoveries", ...}, as for retries), so that envelope.c can send
  * it to the dead list as poison after max_recoveries instead of letting it kill worker after
  * worker. A payload goes as base64 unless it is text jansson takes back (UTF-8, no NUL). */
@@ -23,7 +23,8 @@
     "    local n = a * 65536 + (b or 0) * 256 + (c or 0)\n"                                       \
     "    local q = {math.floor(n / 262144), math.floor(n / 4096) % 64, math.floor(n / 64) % 64,\n" \
     "               n % 64}\n"                                                                    \
-    "    out[#out + 1] = string.sub(B64, q[1] + 1, q[1] + 1) .. string.sub(B64, q[2] + 1, q[2] + 1)\n" \
+    "    out[#out + 1] = string.sub(B64, q[1] + 1, q[1] + 1)\n"                                  \
+    "      .. string.sub(B64, q[2] + 1, q[2] + 1)\n"                                              \
     "      .. (b and string.sub(B64, q[3] + 1, q[3] + 1) or '=')\n"                               \
     "      .. (c and string.sub(B64, q[4] + 1, q[4] + 1) or '=')\n"                               \
     "  end\n"                                                                                     \

@@ -22,7 +22,8 @@ enum script {
 /* Runs a script by its SHA1, loading it first if Redis does not know it (a new or restarted
  * server). keys and args are counted separately, as EVALSHA wants them. Returns the reply or NULL
  * (connection lost, already handled by rconn). */
-/* The SHA1 Redis gave for s, for a caller that pipelines EVALSHA itself; false if not loaded yet. */
+/* The SHA1 Redis gave for s, for a caller that pipelines EVALSHA itself; false if not loaded
+ * yet. */
 bool script_sha(enum script s, char sha[41]);
 redisReply *script_run(struct rconn *r, enum script s, int nkeys, const char **keys,
                        const size_t *keylens, int nargs, const char **args, const size_t *arglens);

@@ -26,7 +26,8 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int port = argc > 1 ? atoi(argv[1]) : 6379, n = argc > 2 ? atoi(argv[2]) : 1000;
-    redisContext *blocked = redisConnect("127.0.0.1", port), *pusher = redisConnect("127.0.0.1", port);
+    redisContext *blocked = redisConnect("127.0.0.1", port);
+    redisContext *pusher = redisConnect("127.0.0.1", port);
     int64_t *lat = calloc((size_t)n, sizeof(*lat));
     struct timespec gap = {0, 2000000}; /* as in the pickup workload: each push finds it idle */
 
