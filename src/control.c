@@ -169,8 +169,10 @@ void control_stop(struct daemon *d, const sigset_t *signals)
     snprintf(status, sizeof(status), "stopping: %d task(s) finishing or going back to Redis",
              capacity_used(&d->cap));
     notify_stopping(status);
-    loop_stop(d->loop, false);
+    /* The consumer first: a task the loop puts back at once (it had not started yet) frees a slot
+     * that a running consumer would fill with the next task from Redis. */
     consumer_stop(d->consumer);
+    loop_stop(d->loop, false);
     while (reporter_tryjoin(d->reporter) < 0) {
         int ms = health_period_ms();
         int sig;
