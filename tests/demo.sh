@@ -8,10 +8,11 @@ QWORKER=${1:-build/qworker}
 CONF=conf/demo.conf
 PORT=26379
 dir=$(mktemp -d /tmp/qworker-demo.XXXXXX)
-redis_pid= qworker_pid= tail_pid=
+log=$dir/qworker.log
+redis_pid= qworker_pid=
+shown=0
 
 cleanup() {
-    [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null || true
     if [ -n "$qworker_pid" ] && kill -0 "$qworker_pid" 2>/dev/null; then
         kill -TERM "$qworker_pid"; wait "$qworker_pid" 2>/dev/null || true
     fi
@@ -22,13 +23,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Polls a command until it succeeds or the deadline (seconds) passes.
+# Prints the whole lines qworker has logged since the last call. (Not `tail -f` in the
+# background: what it has read but not yet written is lost when it is killed.)
+show_new() {
+    local n
+    [ -f "$log" ] || return 0
+    n=$(wc -l < "$log")
+    if [ "$n" -gt "$shown" ]; then
+        sed -n "$((shown + 1)),${n}p" "$log"
+        shown=$n
+    fi
+}
+
+# Polls a command until it succeeds or the deadline (seconds) passes, showing qworker's lines.
 await() {
     local deadline=$(( $(date +%s) + $1 )); shift
     until "$@" >/dev/null 2>&1; do
+        show_new
         [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: timed out waiting for: $*" >&2; return 1; }
         sleep 0.05
     done
+    show_new
 }
 
 if redis-cli -p "$PORT" ping >/dev/null 2>&1; then
@@ -42,17 +57,15 @@ redis_pid=$!
 await 10 redis-cli -p "$PORT" ping
 
 echo "== qworker -c $CONF"
-"$QWORKER" -c "$CONF" 2>"$dir/qworker.log" &
+"$QWORKER" -c "$CONF" 2>"$log" &
 qworker_pid=$!
-tail -n +1 -f "$dir/qworker.log" &
-tail_pid=$!
-await 10 grep -q ready "$dir/qworker.log"
+await 10 grep -q ready "$log"
 
 echo "== redis-cli -p $PORT LPUSH queue 5 3 1"
 redis-cli -p "$PORT" LPUSH queue 5 3 1 >/dev/null
-three_done() { [ "$(grep -c 'outcome=ok' "$dir/qworker.log")" -ge 3 ]; }
+three_done() { [ "$(grep -c 'outcome=ok' "$log")" -ge 3 ]; }
 await 15 three_done
 
 echo "== all three done; stopping"
 kill -TERM "$qworker_pid"; wait "$qworker_pid"; qworker_pid=
-kill "$tail_pid" 2>/dev/null || true; wait "$tail_pid" 2>/dev/null || true; tail_pid=
+show_new

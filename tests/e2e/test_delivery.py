@@ -255,6 +255,8 @@ def test_a_fetch_whose_reply_is_lost_is_put_back_without_a_restart(redis, start_
     try:
         q = start_qworker(relay.port, worker={"id": "r"})
         q.wait_message("ready", 10)
+        # Idle: its waiter blocks in BLMOVE with a fetch behind it (the script loaded by then).
+        wait_for(lambda: b"cmd=blmove" in redis("CLIENT", "LIST"), 5, "the worker to wait")
         relay.swallow.set()
         push(redis, "0")
         # The fetch behind the idle worker's BLMOVE moved it; its reply never arrives.
