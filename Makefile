@@ -24,6 +24,12 @@ LIB_SRCS   := $(filter-out src/main.c,$(SRCS))
 OBJS       := $(SRCS:src/%.c=$(BUILD)/%.o)
 LIB_OBJS   := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+# Lua scripts: src/lua/NAME.lua, embedded into scripts.c as $(BUILD)/lua/NAME.lua.h and written
+# out whole (includes expanded) as $(BUILD)/lua/NAME.lua for the tests.
+LUA_PARTS  := $(wildcard src/lua/*.lua)
+LUA_MAIN   := $(filter-out %_fn.lua,$(LUA_PARTS))
+LUA_HDRS   := $(LUA_MAIN:src/lua/%.lua=$(BUILD)/lua/%.lua.h)
+LUA_OUT    := $(LUA_MAIN:src/lua/%.lua=$(BUILD)/lua/%.lua)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
 # Debian packages: to build, to run the tests, to run the demo.
@@ -33,10 +39,13 @@ DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python
               systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
 DEB_DEB    := $(DEB_BUILD) dpkg-dev lintian binutils
+DEB_FUZZ   := clang-14 libfuzzer-14-dev
+DEB_LINT   := cppcheck clang-tidy-14
 
-.PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format install deb bench
+.PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format install deb bench \
+        fuzz lint
 
-all: $(BUILD)/qworker
+all: $(BUILD)/qworker $(LUA_OUT)
 
 $(BUILD)/qworker: $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -48,7 +57,15 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJS) | $(BUILD)/unit
 	$(CC) $(WARN) $(CPPFLAGS) $(PKG_CFLAGS) -Isrc $(CFLAGS) -o $@ $< $(LIB_OBJS) \
 	    $(LDLIBS) $(shell pkg-config --libs cmocka)
 
-$(BUILD) $(BUILD)/unit:
+$(BUILD)/scripts.o: $(LUA_HDRS)
+$(BUILD)/scripts.o: CPPFLAGS += -I$(BUILD)/lua
+
+$(BUILD)/lua/%.lua.h: src/lua/%.lua $(LUA_PARTS) src/lua/embed.awk | $(BUILD)/lua
+	awk -v c=1 -f src/lua/embed.awk $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/lua/%.lua: src/lua/%.lua $(LUA_PARTS) src/lua/embed.awk | $(BUILD)/lua
+	awk -v c=0 -f src/lua/embed.awk $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD) $(BUILD)/unit $(BUILD)/lua:
 	mkdir -p $@
 
 -include $(OBJS:.o=.d)
@@ -124,6 +141,14 @@ $(BUILD)/spawn_ceiling: tests/bench/spawn_ceiling.c | $(BUILD)
 
 $(BUILD)/wake_floor: tests/bench/wake_floor.c | $(BUILD)
 	$(CC) $(WARN) $(PKG_CFLAGS) -O2 -o $@ $< $(PKG_LIBS)
+
+# Static analysis: cppcheck and clang-tidy from Debian (tests/lint.sh says what is checked).
+lint: deps
+	$(call ensure_debs,$(DEB_LINT))
+	tests/lint.sh
+
+# libFuzzer targets (tests/fuzz/): FUZZ_SECONDS each (default 60); CI runs a short round.
+-include tests/fuzz/fuzz.mk
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c

@@ -26,22 +26,37 @@
 #include "health.h"
 #include "log.h"
 #include "redis.h"
+#include "reply.h"
 #include "scripts.h"
 #include "task.h"
 #include "taskq.h"
+#include "wire.h"
 
 /* How long one BLMPOP blocks in Redis: each expiry costs one round trip and proves the connection
  * alive. */
 #define BLOCK_SECONDS 5
 /* How long a pause waits for the consumer to take back its armed fetches. */
 #define PAUSE_WAIT_MS 10000
+/* After Redis refused a fetch: the first wait, doubling up to the last. */
+#define REFUSED_MIN_MS 50
+#define REFUSED_MAX_MS 1000
+/* A waiter whose queue cannot be waited on (wrong type, not allowed, Redis refusing) tries again
+ * after this long. */
+#define WAITER_HOLD_MS 1000
 
 enum wait_result { WAIT_REPLY, WAIT_STOPPED, WAIT_FAILED };
 
 static void pause_unless_stopped(struct consumer *cs, int ms);
+typedef char task_id[TASK_ID_LEN + 1];
+struct consumer;
+static void fetch_refused(struct consumer *cs, const redisReply *reply, enum rclass cls,
+                          const task_id *ids, int n);
+static void fetch_taken(struct consumer *cs);
 
 struct waiter {
     struct rconn rc;
+    int q;                /* its queue's index */
+    int64_t hold_until_us; /* not armed before (its queue cannot be waited on now) */
     bool outstanding; /* the BLMOVE is sent and its reply not read */
     bool fetching;    /* a one-task fetch is pipelined behind it, its reply not read */
     int64_t sent_us;
@@ -49,8 +64,6 @@ struct waiter {
     const char **fetch_argv; /* EVALSHA sha numkeys in-flight queues... 1 id */
     char id[TASK_ID_LEN + 1];
 };
-
-typedef char task_id[TASK_ID_LEN + 1];
 
 struct consumer {
     const struct config *conf;
@@ -77,6 +90,13 @@ struct consumer {
     char fetch_numkeys[16];
     int fetch_argc;
     int64_t pause_until_us;
+
+    /* Conditions said once each: Redis refusing fetches; each queue that cannot be read. */
+    struct rcond refused;
+    int refused_backoff_ms;
+    struct rcond *queue_bad;
+
+    char *dead_key; /* where the rescue sends what cannot go back to its queue */
 
     /* Ids of fetches whose reply was lost: what they moved is put back by SCRIPT_RESCUE. */
     task_id *orphans;
@@ -111,6 +131,7 @@ static int init_reliable(struct consumer *cs)
     for (int i = 0; i < conf->nqueues; i++) {
         struct waiter *w = &cs->waiters[i];
         rconn_init(&w->rc, &conf->redis, "waiter");
+        w->q = i;
         w->argv[0] = "BLMOVE";
         w->argv[1] = conf->queues[i].name;
         w->argv[2] = conf->queues[i].name;
@@ -141,7 +162,9 @@ static int configure(struct consumer *cs, const struct config *conf)
     cs->conf = conf;
     cs->argc = conf->nqueues + 6;
     cs->argv = calloc((size_t)cs->argc, sizeof(*cs->argv));
-    if (cs->argv == NULL || (conf->delivery == DELIVERY_AT_LEAST_ONCE && init_reliable(cs) < 0))
+    cs->queue_bad = calloc((size_t)conf->nqueues, sizeof(*cs->queue_bad));
+    if (cs->argv == NULL || cs->queue_bad == NULL ||
+        (conf->delivery == DELIVERY_AT_LEAST_ONCE && init_reliable(cs) < 0))
         return -1;
     snprintf(cs->block, sizeof(cs->block), "%d", BLOCK_SECONDS);
     snprintf(cs->numkeys, sizeof(cs->numkeys), "%d", conf->nqueues);
@@ -207,6 +230,8 @@ static void unconfigure(struct consumer *cs)
         for (int i = 0; i < cs->conf->nqueues; i++)
             free(cs->waiters[i].fetch_argv);
     free(cs->argv);
+    free(cs->queue_bad);
+    cs->queue_bad = NULL;
     if (cs->fetch_keys != NULL)
         free((char *)cs->fetch_keys[0]);
     free(cs->fetch_keys);
@@ -229,11 +254,13 @@ struct consumer *consumer_new(const struct config *conf, struct capacity *cap, s
     cs->cap = cap;
     cs->out = out;
     cs->conf = conf;
+    cs->refused_backoff_ms = REFUSED_MIN_MS;
     rconn_init(&cs->rc, &conf->redis, "consumer");
     pthread_mutex_init(&cs->disarm_mu, NULL);
     cond_init_monotonic(&cs->disarmed);
     cs->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (cs->wakefd < 0 || configure(cs, conf) < 0) {
+    if (cs->wakefd < 0 || asprintf(&cs->dead_key, "%s:dead", conf->prefix) < 0 ||
+        configure(cs, conf) < 0) {
         consumer_free(cs);
         return NULL;
     }
@@ -248,6 +275,7 @@ void consumer_free(struct consumer *cs)
         close(cs->wakefd);
     unconfigure(cs);
     free(cs->orphans);
+    free(cs->dead_key);
     pthread_mutex_destroy(&cs->disarm_mu);
     pthread_cond_destroy(&cs->disarmed);
     free(cs);
@@ -402,56 +430,110 @@ static int fetch(struct consumer *cs, int n)
     }
     if (r != WAIT_REPLY)
         return 0;
-    if (reply_means_reconnect(reply) || reply->type == REDIS_REPLY_ERROR) {
+    if (reply_means_reconnect(reply)) {
         char why[256];
         snprintf(why, sizeof(why), "BLMPOP: %s", reply->str);
-        if (!reply_means_reconnect(reply))
-            log_err("consumer: %s", why);
         freeReplyObject(reply);
         rconn_lost(&cs->rc, why);
         return 0;
     }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        fetch_refused(cs, reply, reply_class(reply, 0), NULL, 0);
+        freeReplyObject(reply);
+        return 0;
+    }
+    fetch_taken(cs);
     got = hand_over(cs, reply);
     freeReplyObject(reply);
     return got;
 }
 
-/* Links tasks made from (queue index, payload) pairs, the ids in the order given, into a chain
- * for the loop. */
-static int hand_over_pairs(struct consumer *cs, const redisReply *reply, const task_id *ids)
+/* A queue that cannot be read (not a list, not allowed): said once, skipped (never touched)
+ * while it lasts, the others served. */
+static void queue_bad(struct consumer *cs, int q, const char *why)
+{
+    rcond_begin(&cs->queue_bad[q], LOG_ERR, why,
+                "queue %s is skipped: it cannot be read as a list; nothing in it is touched and "
+                "the other queues are served",
+                cs->conf->queues[q].name);
+}
+
+static void queue_good(struct consumer *cs, int q)
+{
+    rcond_end(&cs->queue_bad[q], "queue %s is served again", cs->conf->queues[q].name);
+}
+
+/* Redis did not run a fetch (OOM, BUSY, a key of the wrong type...): said once, tried again
+ * after a growing wait. A fetch refused half-way could have moved tasks (Lua does not roll
+ * back): its ids go to the rescue, which puts back whatever it finds. */
+static void fetch_refused(struct consumer *cs, const redisReply *reply, enum rclass cls,
+                          const task_id *ids, int n)
+{
+    if (cls == RC_DENIED || cls == RC_FAILED)
+        for (int i = 0; i < n; i++)
+            orphan(cs, ids[i]);
+    rcond_begin(&cs->refused, cls == RC_RETRY ? LOG_WARNING : LOG_ERR, reply_text(reply),
+                "redis does not hand out tasks (%s); trying again", rclass_name(cls));
+    cs->pause_until_us = clock_mono_us() + (int64_t)cs->refused_backoff_ms * 1000;
+    cs->refused_backoff_ms = cs->refused_backoff_ms * 2 > REFUSED_MAX_MS
+                                 ? REFUSED_MAX_MS
+                                 : cs->refused_backoff_ms * 2;
+}
+
+static void fetch_taken(struct consumer *cs)
+{
+    rcond_end(&cs->refused, "redis hands out tasks again");
+    cs->refused_backoff_ms = REFUSED_MIN_MS;
+}
+
+/* Hands over the tasks of a fetch script's reply, checked whole first (a reply that makes no
+ * sense is not trusted: what the fetch may have moved goes to the rescue). Returns how many. */
+static int take_fetched(struct consumer *cs, const redisReply *reply, const task_id *ids, int n)
 {
     struct taskq_chain chain = {0};
-    int n;
+    struct fetch_reply f;
+    const char *why;
+    int got;
 
-    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-        const redisReply *qi = reply->element[i], *it = reply->element[i + 1];
-        struct task *t;
-
-        if (qi->type != REDIS_REPLY_INTEGER || qi->integer < 0 ||
-            qi->integer >= cs->conf->nqueues || it->type != REDIS_REPLY_STRING) {
-            log_err("consumer: unexpected reply from the fetch script");
-            break;
-        }
-        t = task_new_with_id(&cs->conf->queues[qi->integer], it->str, it->len, ids[i / 2]);
+    if (wire_fetch_reply(reply, cs->conf->nqueues, (size_t)n, &f, &why) < 0) {
+        log_err("consumer: a fetch reply that makes no sense (%s): what it took goes back", why);
+        for (int i = 0; i < n; i++)
+            orphan(cs, ids[i]);
+        return 0;
+    }
+    fetch_taken(cs);
+    for (int i = 0; i < f.nbad && i < (int)(sizeof(f.bad) / sizeof(f.bad[0])); i++)
+        queue_bad(cs, f.bad[i].queue, f.bad[i].error);
+    for (int q = 0; q < f.examined; q++) {
+        bool bad = false;
+        for (int i = 0; i < f.nbad && i < (int)(sizeof(f.bad) / sizeof(f.bad[0])); i++)
+            bad = bad || f.bad[i].queue == q;
+        if (!bad)
+            queue_good(cs, q);
+    }
+    for (size_t i = 0; i < f.nitems; i++) {
+        struct fetch_item it = wire_fetch_item(&f, i);
+        struct task *t = task_new_with_id(&cs->conf->queues[it.queue], it.payload, it.len, ids[i]);
         if (t == NULL) {
-            /* Still in the in-flight hash: the next start or a reaper puts it back. */
-            log_err("consumer: out of memory: task %s of queue %s stays in flight until "
-                    "qworker restarts",
-                    ids[i / 2], cs->conf->queues[qi->integer].name);
+            /* Still in the in-flight hash: the rescue puts it back. */
+            log_err("consumer: out of memory: task %s of queue %s goes back to its queue", ids[i],
+                    cs->conf->queues[it.queue].name);
+            orphan(cs, ids[i]);
             continue;
         }
         taskq_chain_add(&chain, t);
     }
-    n = (int)chain.n;
+    got = (int)chain.n;
     taskq_push_batch(cs->out, &chain);
-    return n;
+    return got;
 }
 
 /* at-least-once: moves up to n tasks into the in-flight hash in one script call. */
 static int fetch_reliable(struct consumer *cs, int n)
 {
     redisReply *reply;
-    int got = 0;
+    enum rclass cls;
+    int got;
 
     snprintf(cs->count, sizeof(cs->count), "%d", n);
     for (int i = 0; i < n; i++)
@@ -463,11 +545,11 @@ static int fetch_reliable(struct consumer *cs, int n)
             orphan(cs, cs->ids[i]);
         return -1;
     }
-    if (reply->type == REDIS_REPLY_ARRAY) {
-        got = hand_over_pairs(cs, reply, cs->ids);
+    cls = reply_class(reply, REDIS_REPLY_ARRAY);
+    if (cls == RC_OK) {
+        got = take_fetched(cs, reply, cs->ids, n);
     } else {
-        /* Already logged by script_run; do not spin on a script Redis keeps refusing. */
-        cs->pause_until_us = clock_mono_us() + 1000000;
+        fetch_refused(cs, reply, cls, cs->ids, n);
         got = -1;
     }
     freeReplyObject(reply);
@@ -478,16 +560,31 @@ static int fetch_reliable(struct consumer *cs, int n)
  * Redis restart) moved nothing: the main fetch, which reloads it, takes the task instead. */
 static void waiter_fetched(struct consumer *cs, struct waiter *w, const redisReply *r)
 {
+    enum rclass cls = reply_class(r, REDIS_REPLY_ARRAY);
     int got = 0;
 
     w->fetching = false;
-    if (r->type == REDIS_REPLY_ARRAY)
-        got = hand_over_pairs(cs, r, &w->id);
-    else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) != 0 &&
-             !reply_means_reconnect(r))
-        log_err("consumer: the fetch script failed: %s", r->str);
+    if (cls == RC_OK)
+        got = take_fetched(cs, r, &w->id, 1);
+    else if (cls != RC_RECONNECT && !(r->type == REDIS_REPLY_ERROR &&
+                                      strncmp(r->str, "NOSCRIPT", 8) == 0))
+        fetch_refused(cs, r, cls, &w->id, 1);
     if (got == 0)
         capacity_release(cs->cap, 1);
+}
+
+/* The BLMOVE a waiter blocks in was refused: its queue is not a list or may not be read, or
+ * Redis refuses it (BLMOVE is refused under maxmemory): the waiter holds a while, said once,
+ * without reconnecting. */
+static void waiter_refused(struct consumer *cs, struct waiter *w, const redisReply *r,
+                           enum rclass cls)
+{
+    w->hold_until_us = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
+    if (cls == RC_WRONG_KEY || cls == RC_DENIED)
+        queue_bad(cs, w->q, r->str);
+    else
+        rcond_begin(&cs->refused, cls == RC_RETRY ? LOG_WARNING : LOG_ERR, reply_text(r),
+                    "redis does not hand out tasks (%s); trying again", rclass_name(cls));
 }
 
 /* Reads the waiter's replies: the BLMOVE's, then that of the fetch behind it. Redis runs the
@@ -513,16 +610,19 @@ static void waiter_read(struct consumer *cs, struct waiter *w)
             redisReply *r = reply;
             reply = NULL;
             if (w->outstanding) {
+                enum rclass cls = reply_class(r, 0);
                 w->outstanding = false;
-                if (r->type == REDIS_REPLY_ERROR) {
+                if (cls == RC_RECONNECT) {
                     char why[256];
                     snprintf(why, sizeof(why), "BLMOVE: %s", r->str);
-                    if (!reply_means_reconnect(r))
-                        log_err("consumer: %s", why);
                     freeReplyObject(r);
                     waiter_lost(cs, w, why);
                     return;
                 }
+                if (cls != RC_OK)
+                    waiter_refused(cs, w, r, cls); /* the fetch behind it still ran */
+                else if (r->type != REDIS_REPLY_NIL)
+                    queue_good(cs, w->q);
             } else if (w->fetching) {
                 waiter_fetched(cs, w, r);
             }
@@ -601,6 +701,7 @@ static void wait_for_work(struct consumer *cs)
 {
     int nq = cs->conf->nqueues;
     int64_t limit_us = (BLOCK_SECONDS * 1000LL + cs->conf->redis.command_timeout_ms) * 1000;
+    int64_t wait_us = limit_us;
     struct pollfd fds[nq + 1];
     int64_t now = clock_mono_us();
 
@@ -609,6 +710,13 @@ static void wait_for_work(struct consumer *cs)
 
         if (w->outstanding && now - w->sent_us > limit_us)
             waiter_lost(cs, w, "no reply to BLMOVE within its block time");
+        if (!w->outstanding && w->hold_until_us > now) {
+            /* Not waited on now: come back when the hold ends. */
+            if (w->hold_until_us - now < wait_us)
+                wait_us = w->hold_until_us - now;
+            fds[i] = (struct pollfd){.fd = -1};
+            continue;
+        }
         if (rconn_try(&w->rc) < 0) {
             pause_unless_stopped(cs, rconn_wait_ms(&w->rc));
             return;
@@ -621,7 +729,7 @@ static void wait_for_work(struct consumer *cs)
     }
     fds[nq] = (struct pollfd){.fd = cs->wakefd, .events = POLLIN};
     for (;;) {
-        int64_t left = now + limit_us - clock_mono_us();
+        int64_t left = now + wait_us - clock_mono_us();
         int n;
 
         if (left <= 0)
@@ -635,7 +743,7 @@ static void wait_for_work(struct consumer *cs)
         if ((fds[nq].revents & POLLIN) && interrupted(cs))
             return;
         for (int i = 0; i < nq; i++)
-            if (fds[i].revents != 0 && cs->waiters[i].rc.c != NULL)
+            if (fds[i].fd >= 0 && fds[i].revents != 0 && cs->waiters[i].rc.c != NULL)
                 waiter_read(cs, &cs->waiters[i]);
         return;
     }
@@ -680,12 +788,15 @@ static int rescue(struct consumer *cs)
     }
     for (size_t i = 0; i < cs->norphans; i++)
         args[i] = cs->orphans[i];
-    reply = script_run(&cs->rc, SCRIPT_RESCUE, 1, cs->fetch_keys, NULL, (int)cs->norphans, args,
-                       NULL);
+    {
+        const char *keys[] = {cs->fetch_keys[0], cs->dead_key};
+        reply = script_run(&cs->rc, SCRIPT_RESCUE, 2, keys, NULL, (int)cs->norphans, args, NULL);
+    }
     free(args);
     if (reply == NULL)
         return -1;
-    if (reply->type == REDIS_REPLY_INTEGER) {
+    if (reply_class(reply, REDIS_REPLY_INTEGER) == RC_OK) {
+        fetch_taken(cs);
         if (reply->integer > 0)
             log_notice("consumer: %lld task(s) whose fetch reply was lost put back at the front of "
                        "their queue",
@@ -693,7 +804,7 @@ static int rescue(struct consumer *cs)
         cs->norphans = 0;
         rc = 0;
     } else {
-        cs->pause_until_us = clock_mono_us() + 1000000; /* script_run logged why */
+        fetch_refused(cs, reply, reply_class(reply, REDIS_REPLY_INTEGER), NULL, 0);
     }
     freeReplyObject(reply);
     return rc;
@@ -768,6 +879,13 @@ static void *consumer_main(void *arg)
             log_notice("ready: redis answered; taking tasks");
             /* Wakes the main thread (it waits for signals) to tell systemd at once. */
             kill(getpid(), SIGUSR2);
+        }
+        if (redis_refusing()) {
+            /* Redis cannot record what finishes: take nothing more until it can. */
+            if (reliable)
+                take_back_armed(cs);
+            pause_unless_stopped(cs, 100);
+            continue;
         }
         if (reliable && cs->norphans > 0 && rescue(cs) < 0)
             continue;

@@ -1,6 +1,7 @@
 #include "identity.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,9 @@ int identity_init(struct identity *id, const struct config *conf)
     id->started = (long long)time(NULL);
     if (asprintf(&id->hb_key, "%s:worker:%s", prefix, wid) < 0 ||
         asprintf(&id->workers_key, "%s:workers", prefix) < 0 ||
-        asprintf(&id->inflight_key, "%s:inflight:%s", prefix, wid) < 0)
+        asprintf(&id->inflight_key, "%s:inflight:%s", prefix, wid) < 0 ||
+        asprintf(&id->marker_key, "%s:recorded:%s", prefix, wid) < 0 ||
+        asprintf(&id->dead_key, "%s:dead", prefix) < 0)
         return -1;
     return 0;
 }
@@ -45,6 +48,8 @@ void identity_free(struct identity *id)
     free(id->hb_key);
     free(id->workers_key);
     free(id->inflight_key);
+    free(id->marker_key);
+    free(id->dead_key);
 }
 
 int identity_beat_interval_ms(const struct identity *id)
@@ -63,33 +68,47 @@ static char *heartbeat_value(const struct identity *id, long inflight)
     return s;
 }
 
-/* A heartbeat left by a process of this host that no longer runs: a crash or SIGKILL of a
- * previous run, whose id we may take at once rather than waiting for the TTL. */
+/* Whether pid runs a qworker, as far as this process can see: a pid that exists but whose
+ * /proc entry is hidden (ProtectProc=invisible, hidepid) counts as a live qworker. */
+static bool qworker_runs(int pid)
+{
+    char path[64], comm[32] = "";
+    bool runs;
+    FILE *f;
+
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return true;
+    /* The pid may have been reused by something that is not a qworker. */
+    runs = fgets(comm, sizeof(comm), f) != NULL && strncmp(comm, "qworker", 7) == 0;
+    fclose(f);
+    return runs;
+}
+
+/* A heartbeat left by a process of this host that no longer runs (a crash or SIGKILL of a
+ * previous run), or our own (a claim whose reply was lost): its id may be taken at once rather
+ * than after the TTL. A pid equal to ours is a previous run (a container restarted with the same
+ * pid): no live process can share our pid. */
 static bool stale_local(const struct identity *id, const char *value, int *pid_out)
 {
     json_t *o = json_loads(value, 0, NULL);
-    const char *host = NULL;
-    char path[64], comm[32] = "";
+    const char *host = NULL, *token = NULL;
     int pid = 0;
     bool stale = false;
-    FILE *f;
 
-    if (o == NULL || json_unpack(o, "{s:s, s:i}", "host", &host, "pid", &pid) < 0) {
+    if (o == NULL || json_unpack(o, "{s:s, s:i, s?s}", "host", &host, "pid", &pid, "token",
+                                 &token) < 0) {
         json_decref(o);
         return false;
     }
     *pid_out = pid;
-    if (strcmp(host, id->host) == 0 && pid != getpid()) {
-        snprintf(path, sizeof(path), "/proc/%d/comm", pid);
-        f = fopen(path, "r");
-        if (f == NULL) {
-            stale = true;
-        } else {
-            /* The pid may have been reused by something that is not a qworker. */
-            stale = fgets(comm, sizeof(comm), f) == NULL || strncmp(comm, "qworker", 7) != 0;
-            fclose(f);
-        }
-    }
+    if (token != NULL && strcmp(token, id->token) == 0)
+        stale = true;
+    else if (strcmp(host, id->host) == 0)
+        stale = pid == getpid() || !qworker_runs(pid);
     json_decref(o);
     return stale;
 }
@@ -109,17 +128,22 @@ static long long pttl(struct rconn *rc, const char *key)
  * consumer starts, so that nothing running now is among it. 1 done, 0 try again. */
 static int requeue_leftovers(struct identity *id, struct rconn *rc)
 {
-    const char *keys[] = {id->inflight_key};
+    const char *keys[] = {id->inflight_key, id->dead_key};
     const char *args[] = {REQUEUE_CHUNK};
 
     for (;;) {
-        redisReply *reply = script_run(rc, SCRIPT_REQUEUE, 1, keys, NULL, 1, args, NULL);
+        redisReply *reply = script_run(rc, SCRIPT_REQUEUE, 2, keys, NULL, 1, args, NULL);
         long long left;
 
         if (reply == NULL)
             return 0;
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-            freeReplyObject(reply); /* script_run logged why */
+        if (reply_class(reply, REDIS_REPLY_ARRAY) != RC_OK || reply->elements != 2 ||
+            reply->element[0]->type != REDIS_REPLY_INTEGER ||
+            reply->element[1]->type != REDIS_REPLY_INTEGER) {
+            rcond_begin(&id->claim_refused, LOG_ERR, reply_text(reply),
+                        "cannot put back what a previous run of worker %s left in %s; retrying",
+                        id->conf->worker_id, id->inflight_key);
+            freeReplyObject(reply);
             return 0;
         }
         id->leftovers += reply->element[0]->integer;
@@ -171,6 +195,9 @@ static int try_claim(struct identity *id, struct rconn *rc)
     freeReplyObject(cur);
     if (reply == NULL)
         return 0;
+    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK)
+        rcond_begin(&id->claim_refused, LOG_ERR, reply_text(reply),
+                    "cannot take worker id %s in redis; retrying", id->conf->worker_id);
     id->claimed = reply->type == REDIS_REPLY_INTEGER && reply->integer == 0;
     freeReplyObject(reply);
     return id->claimed ? requeue_leftovers(id, rc) : 0;
@@ -194,19 +221,51 @@ static void warn_if_evicting(struct rconn *rc)
     freeReplyObject(reply);
 }
 
+/* 1 if the server is recent enough, 0 if not (said why), -1 if it cannot tell (INFO refused:
+ * then the first command it lacks will say). */
+static int check_version(struct rconn *rc)
+{
+    const char *argv[] = {"INFO", "server"};
+    redisReply *reply = rconn_command(rc, 2, argv, NULL);
+    const char *v;
+    int major = 0, minor = 0, ok = -1;
+
+    if (reply == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_STRING && (v = strstr(reply->str, "redis_version:")) != NULL &&
+        sscanf(v + 14, "%d.%d", &major, &minor) == 2) {
+        ok = major > REDIS_MIN_MAJOR || (major == REDIS_MIN_MAJOR && minor >= REDIS_MIN_MINOR);
+        if (!ok)
+            log_err("redis %d.%d is too old: qworker needs redis %d.%d or newer", major, minor,
+                    REDIS_MIN_MAJOR, REDIS_MIN_MINOR);
+    }
+    freeReplyObject(reply);
+    return ok;
+}
+
 enum claim_result identity_claim(struct identity *id, struct rconn *rc, const sigset_t *stop)
 {
+    bool version_checked = false;
+
     for (;;) {
-        int r;
+        int r, ms;
 
         if (rconn_try(rc) == 0) {
-            r = try_claim(id, rc);
-            if (r > 0)
+            if (!version_checked) {
+                if (check_version(rc) == 0)
+                    return CLAIM_UNSUPPORTED;
+                version_checked = rc->c != NULL;
+            }
+            r = version_checked ? try_claim(id, rc) : 0;
+            if (r > 0) {
+                rcond_end(&id->claim_refused, "worker id %s taken", id->conf->worker_id);
                 warn_if_evicting(rc);
+            }
             if (r != 0)
                 return r > 0 ? CLAIM_OK : CLAIM_IN_USE;
         }
-        int ms = rconn_wait_ms(rc);
+        /* Connected yet refused (a script Redis will not run, an ACL): not at full speed. */
+        ms = rc->c != NULL ? 1000 : rconn_wait_ms(rc);
         struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
         int sig = sigtimedwait(stop, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT)
@@ -229,19 +288,30 @@ static bool seen_before(char seen[][128], int *n, int cap, const char *name)
  * none is left, with one line per worker. Runs on the reporter thread, whose progress it is. */
 static void reap(struct identity *id, struct rconn *rc)
 {
-    const char *keys[] = {id->workers_key};
+    const char *keys[] = {id->workers_key, id->dead_key};
     const char *args[] = {id->conf->prefix, id->conf->worker_id, REQUEUE_CHUNK};
     char seen[16][128];
     int nseen = 0;
     bool more = true;
 
     for (int round = 0; more && round < REAP_ROUNDS_MAX; round++) {
-        redisReply *reply = script_run(rc, SCRIPT_REAP, 1, keys, NULL, 3, args, NULL);
+        redisReply *reply = script_run(rc, SCRIPT_REAP, 2, keys, NULL, 3, args, NULL);
 
         more = false;
         if (reply == NULL)
             return;
-        for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i + 2 < reply->elements; i += 3) {
+        if (reply_class(reply, REDIS_REPLY_ARRAY) != RC_OK) {
+            rcond_begin(&id->reap_refused, LOG_ERR, reply_text(reply),
+                        "cannot put back the tasks of workers whose heartbeat expired");
+            freeReplyObject(reply);
+            return;
+        }
+        rcond_end(&id->reap_refused, "the tasks of dead workers can be put back");
+        for (size_t i = 0; i + 2 < reply->elements; i += 3) {
+            if (reply->element[i]->type != REDIS_REPLY_STRING ||
+                reply->element[i + 1]->type != REDIS_REPLY_INTEGER ||
+                reply->element[i + 2]->type != REDIS_REPLY_INTEGER)
+                break;
             const char *worker = reply->element[i]->str;
             long long moved = reply->element[i + 1]->integer, left = reply->element[i + 2]->integer;
             if (!seen_before(seen, &nseen, 16, worker))
@@ -269,7 +339,16 @@ int identity_beat(struct identity *id, struct rconn *rc, long inflight)
     free(value);
     if (reply == NULL)
         return -1;
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 && !id->lost) {
+    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK) {
+        rcond_begin(&id->beat_refused, LOG_ERR, reply_text(reply),
+                    "cannot refresh the heartbeat %s: once it expires other workers put this "
+                    "one's tasks back, and they may run twice",
+                    id->hb_key);
+        freeReplyObject(reply);
+        return 0;
+    }
+    rcond_end(&id->beat_refused, "the heartbeat %s is refreshed", id->hb_key);
+    if (reply->integer == 0 && !id->lost) {
         id->lost = true;
         log_err("worker id %s now belongs to another process (this one missed its heartbeats): "
                 "its tasks may run twice; restart one of them with another worker.id",
@@ -282,13 +361,13 @@ int identity_beat(struct identity *id, struct rconn *rc, long inflight)
 
 void identity_release(struct identity *id, struct rconn *rc)
 {
-    const char *keys[] = {id->hb_key, id->workers_key, id->inflight_key};
+    const char *keys[] = {id->hb_key, id->workers_key, id->inflight_key, id->marker_key};
     const char *args[] = {id->conf->worker_id, id->token};
     redisReply *reply;
 
     if (rconn_try(rc) < 0)
         return;
-    reply = script_run(rc, SCRIPT_RELEASE, 3, keys, NULL, 2, args, NULL);
+    reply = script_run(rc, SCRIPT_RELEASE, 4, keys, NULL, 2, args, NULL);
     if (reply != NULL)
         freeReplyObject(reply);
 }

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "redis.h"
+#include "reply.h"
 
 struct identity {
     const struct config *conf;
@@ -20,6 +21,9 @@ struct identity {
     char *hb_key;
     char *workers_key;
     char *inflight_key;
+    char *marker_key; /* the tag of the last batch recorded (record.lua) */
+    char *dead_key;
+    struct rcond beat_refused, reap_refused, claim_refused;
     bool lost; /* another process holds our id: said once */
     bool claimed;         /* the id is ours; its leftovers may still be going back */
     long long leftovers;  /* how many have gone back so far */
@@ -28,7 +32,11 @@ struct identity {
 int identity_init(struct identity *id, const struct config *conf);
 void identity_free(struct identity *id);
 
-enum claim_result { CLAIM_OK, CLAIM_IN_USE, CLAIM_STOPPED };
+enum claim_result { CLAIM_OK, CLAIM_IN_USE, CLAIM_STOPPED, CLAIM_UNSUPPORTED };
+
+/* The oldest Redis qworker runs on: BLMPOP and script flags came with 7.0. */
+#define REDIS_MIN_MAJOR 7
+#define REDIS_MIN_MINOR 0
 
 /* On the main thread before the workers start: waits for Redis (returning CLAIM_STOPPED if one
  * of stop_signals arrives meanwhile), takes the id and requeues what a previous run of this id

@@ -123,6 +123,8 @@ static int run(struct daemon *d, const sigset_t *set)
         break;
     case CLAIM_IN_USE:
         return EXIT_ID_IN_USE;
+    case CLAIM_UNSUPPORTED:
+        return CONFIG_EXIT_INVALID; /* the configuration names a server qworker cannot use */
     case CLAIM_STOPPED:
         log_notice("stopped before redis answered");
         return 0;

@@ -1,6 +1,7 @@
 #include "redis.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "reply.h"
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000 /* so that work resumes within a second of Redis coming back */
@@ -66,9 +68,7 @@ static struct timeval ms_to_tv(int ms)
 
 bool reply_means_reconnect(const redisReply *reply)
 {
-    return reply->type == REDIS_REPLY_ERROR &&
-           (strncmp(reply->str, "LOADING", 7) == 0 || strncmp(reply->str, "READONLY", 8) == 0 ||
-            strncmp(reply->str, "UNBLOCKED", 9) == 0);
+    return reply->type == REDIS_REPLY_ERROR && reply_class(reply, 0) == RC_RECONNECT;
 }
 
 /* Runs a set-up command; 0 if it answered without error. */
@@ -181,15 +181,16 @@ int rconn_try(struct rconn *r)
         return -1;
     }
     r->connected_us = clock_mono_us();
-    /* CLIENT ID answers even while Redis loads its data; EXISTS does not, so a server still
-     * loading is not taken for a usable one. */
+    /* CLIENT ID answers even while Redis loads its data; DBSIZE does not, so a server still
+     * loading is not taken for a usable one. DBSIZE names no key: an ACL user limited to
+     * qworker's keys may run it. */
     redisAppendCommand(r->c, "CLIENT ID");
-    redisAppendCommand(r->c, "EXISTS qworker-probe");
+    redisAppendCommand(r->c, "DBSIZE");
     for (int i = 0; i < 2; i++) {
         reply = NULL;
         if (redisGetReply(r->c, (void **)&reply) != REDIS_OK ||
             reply->type != REDIS_REPLY_INTEGER) {
-            snprintf(err, sizeof(err), "%s: %s", i == 0 ? "CLIENT ID" : "EXISTS",
+            snprintf(err, sizeof(err), "%s: %s", i == 0 ? "CLIENT ID" : "DBSIZE",
                      reply ? (reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply")
                            : r->c->errstr);
             if (reply != NULL)
@@ -278,6 +279,18 @@ redisReply *rconn_reply(struct rconn *r)
     if (redisGetReply(r->c, &reply) != REDIS_OK)
         reply = NULL;
     return checked(r, reply);
+}
+
+static atomic_bool refusing;
+
+void redis_refusing_set(bool on)
+{
+    atomic_store(&refusing, on);
+}
+
+bool redis_refusing(void)
+{
+    return atomic_load(&refusing);
 }
 
 bool redis_outage(void)

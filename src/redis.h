@@ -41,6 +41,11 @@ redisReply *rconn_command(struct rconn *r, int argc, const char **argv, const si
 redisReply *rconn_reply(struct rconn *r);
 bool reply_means_reconnect(const redisReply *reply);
 
+/* Whether Redis refuses to record finished tasks now (the reporter says so): the consumer takes
+ * no new task meanwhile. */
+void redis_refusing_set(bool on);
+bool redis_refusing(void);
+
 /* Whether a connection of this process is failing to reach Redis now. */
 bool redis_outage(void);
 

@@ -19,17 +19,18 @@
 #include "outlog.h"
 #include "scripts.h"
 #include "log.h"
+#include "record.h"
 #include "redis.h"
+#include "reply.h"
 #include "task.h"
 #include "taskq.h"
 
 /* At shutdown, how long to wait for Redis to record what is still held. */
 #define FINAL_RECORD_US (10 * 1000000LL)
 
-enum counter { C_PROCESSED, C_SUCCEEDED, C_FAILED, C_RETRIED, C_DEAD, C_REQUEUED, C_COUNT };
-
-static const char *const counter_names[C_COUNT] = {"processed", "succeeded", "failed",
-                                                   "retried",   "dead",      "requeued"};
+/* A batch Redis refused is sent again after this long, doubling. */
+#define RECORD_BACKOFF_MIN_MS 50
+#define RECORD_BACKOFF_MAX_MS 1000
 
 /* The schedule is checked at least this often, for entries other workers left there. */
 #define SCHEDULE_CHECK_US (2 * 1000000LL)
@@ -38,11 +39,6 @@ static const char *const counter_names[C_COUNT] = {"processed", "succeeded", "fa
 #define LATE_STEP_US 100
 #define LATE_BUCKETS 1000 /* up to 100 ms */
 
-struct queue_count {
-    const char *name;
-    long long c[C_COUNT];
-};
-
 struct reporter {
     const struct config *conf;
     struct taskq inbox;
@@ -50,19 +46,25 @@ struct reporter {
     struct rconn rc;
     pthread_t thread;
 
-    /* Logged, not yet recorded in Redis. */
+    /* Logged, not yet recorded in Redis: the batch being sent (frozen, with its tag), and
+     * what came since. */
+    struct task *sending;
+    size_t nsending;
+    struct record_call call;
+    char tag[64];
+    unsigned long long seq;
     struct task *pending;
     struct task **pending_tailp;
     size_t npending;
+    int64_t next_record_us; /* monotonic: no attempt before (after a refusal) */
+    int record_backoff_ms;
+    struct rcond refusing;
+    struct rcond due_refused;
 
     struct identity *id;
     struct capacity *cap;
     int64_t next_beat_us;
 
-    struct queue_count *per_queue; /* scratch for one batch, by queue name */
-    int nper_queue, per_queue_cap;
-    const char **ack_argv;           /* HDEL <in-flight> <id>...: scratch for one batch */
-    size_t ack_cap;
     char *stats_key;
     char *dead_key;
     char *schedule_key;
@@ -73,6 +75,8 @@ struct reporter {
     _Atomic int64_t late_max_us;
     uint64_t rng;
 };
+
+static void free_chain(struct task *t);
 
 struct reporter *reporter_new(const struct config *conf, struct identity *id, struct capacity *cap)
 {
@@ -87,6 +91,7 @@ struct reporter *reporter_new(const struct config *conf, struct identity *id, st
     outlog_init(&rp->output, &rp->inbox);
     rconn_init(&rp->rc, &conf->redis, "reporter");
     rp->pending_tailp = &rp->pending;
+    rp->record_backoff_ms = RECORD_BACKOFF_MIN_MS;
     rp->rng = (uint64_t)clock_real_us() | 1;
     if (asprintf(&rp->stats_key, "%s:stats", conf->prefix) < 0 ||
         asprintf(&rp->dead_key, "%s:dead", conf->prefix) < 0 ||
@@ -103,8 +108,9 @@ void reporter_free(struct reporter *rp)
         return;
     outlog_destroy(&rp->output);
     taskq_destroy(&rp->inbox);
-    free(rp->per_queue);
-    free(rp->ack_argv);
+    record_free(&rp->call);
+    free_chain(rp->sending);
+    free_chain(rp->pending);
     free(rp->stats_key);
     free(rp->dead_key);
     free(rp->schedule_key);
@@ -223,276 +229,128 @@ static void decide(struct reporter *rp, struct task *t)
     }
 }
 
-/* The payload as a JSON field: text as "payload", anything else as "payload_base64". */
-static void set_payload(json_t *o, const struct task *t)
+/* The tag of the next batch: unique to this process and batch, the same on every resend. */
+static void next_tag(struct reporter *rp)
 {
-    json_t *payload = json_stringn(t->payload, t->len);
-
-    if (payload != NULL) {
-        json_object_set_new(o, "payload", payload);
-    } else {
-        char *b64 = base64_encode(t->payload, t->len);
-        json_object_set_new(o, "payload_base64", b64 ? json_string(b64) : json_null());
-        free(b64);
-    }
+    snprintf(rp->tag, sizeof(rp->tag), "%s:%llu", rp->id->token, ++rp->seq);
 }
 
-/* What goes back into a queue for another attempt: the payload with its attempt number and id,
- * marked ready so that a delay is not served twice (envelope.c unwraps it). */
-static char *wrapped(const struct task *t, int attempt)
+/* Freezes what is pending into the batch to send: it is sent unchanged until Redis takes it. */
+static int freeze(struct reporter *rp)
 {
-    json_t *o = json_object();
-    char *s;
+    struct record_keys k = {
+        .inflight = rp->id->inflight_key,
+        .stats = rp->stats_key,
+        .dead = rp->dead_key,
+        .schedule = rp->schedule_key,
+        .marker = rp->id->marker_key,
+        .worker = rp->conf->worker_id,
+        .acks = rp->conf->delivery == DELIVERY_AT_LEAST_ONCE,
+    };
 
-    set_payload(o, t);
-    json_object_set_new(o, "attempt", json_integer(attempt));
-    json_object_set_new(o, "id", json_string(t->label));
-    json_object_set_new(o, "ready", json_true());
-    if (t->recoveries > 0)
-        json_object_set_new(o, "recoveries", json_integer(t->recoveries));
-    s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return s;
-}
-
-/* A schedule entry: {"queue", "task"}, moved back by the due script. */
-static char *schedule_entry(const struct task *t)
-{
-    char *task = wrapped(t, t->outcome == OUTCOME_DELAYED ? t->attempt : t->attempt + 1), *s;
-    json_t *o;
-
-    if (task == NULL)
-        return NULL;
-    o = json_pack("{s:s, s:s}", "queue", t->queue->name, "task", task);
-    s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    free(task);
-    return s;
-}
-
-/* The dead-letter entry: JSON with the original payload (as "payload_base64" when it is not
- * UTF-8 text) and where, why and when it died. */
-static char *dead_entry(const struct reporter *rp, const struct task *t)
-{
-    json_t *o = json_object();
-    char *s;
-
-    set_payload(o, t);
-    json_object_set_new(o, "id", json_string(t->label));
-    json_object_set_new(o, "queue", json_string(t->queue->name));
-    json_object_set_new(o, "handler", json_string(t->handler->name));
-    json_object_set_new(o, "reason", json_string(task_reason(t)));
-    json_object_set_new(o, "attempts", json_integer(t->attempt));
-    json_object_set_new(o, "time", json_integer(clock_real_us() / 1000000));
-    json_object_set_new(o, "worker", json_string(rp->conf->worker_id));
-    s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return s;
-}
-
-/* Counters of one queue for this batch; queues are few, a batch holds a handful of them. Names
- * outlive the batch (configurations are kept until exit). */
-static long long *queue_counters(struct reporter *rp, const char *name)
-{
-    static long long sink[C_COUNT]; /* only if out of memory: the per-queue counts are lost */
-    struct queue_count *grown;
-
-    for (int i = 0; i < rp->nper_queue; i++)
-        if (strcmp(rp->per_queue[i].name, name) == 0)
-            return rp->per_queue[i].c;
-    if (rp->nper_queue == rp->per_queue_cap) {
-        int cap = rp->per_queue_cap ? rp->per_queue_cap * 2 : 4;
-        grown = realloc(rp->per_queue, (size_t)cap * sizeof(*grown));
-        if (grown == NULL)
-            return sink;
-        rp->per_queue = grown;
-        rp->per_queue_cap = cap;
-    }
-    rp->per_queue[rp->nper_queue] = (struct queue_count){.name = name};
-    return rp->per_queue[rp->nper_queue++].c;
-}
-
-static void count(struct reporter *rp, const struct task *t, long long *total)
-{
-    long long *q = queue_counters(rp, t->queue->name);
-    int c[3], n = 0;
-
-    switch (t->outcome) {
-    case OUTCOME_OK:
-        c[n++] = C_PROCESSED;
-        c[n++] = C_SUCCEEDED;
-        break;
-    case OUTCOME_INVALID:
-    case OUTCOME_FAILED:
-    case OUTCOME_TIMEOUT:
-        c[n++] = C_PROCESSED;
-        c[n++] = C_FAILED;
-        c[n++] = t->dead ? C_DEAD : C_RETRIED;
-        break;
-    case OUTCOME_REQUEUED:
-        c[n++] = C_REQUEUED;
-        break;
-    case OUTCOME_DELAYED:
-        break;
-    }
-    for (int i = 0; i < n; i++) {
-        total[c[i]]++;
-        q[c[i]]++;
-    }
-}
-
-static void append(struct reporter *rp, int argc, const char **argv, const size_t *lens)
-{
-    redisAppendCommandArgv(rp->rc.c, argc, argv, lens);
-}
-
-static int append_hincrby(struct reporter *rp, const char *field, long long by)
-{
-    char num[24];
-    const char *argv[] = {"HINCRBY", rp->stats_key, field, num};
-
-    snprintf(num, sizeof(num), "%lld", by);
-    append(rp, 4, argv, NULL);
-    return 1;
-}
-
-/* at-least-once: one HDEL takes every task of the batch out of the in-flight hash, in the same
- * transaction as its requeue or dead letter: a task is always somewhere. Returns whether it
- * appended the command. */
-static bool append_ack(struct reporter *rp)
-{
-    size_t n = 2;
-
-    if (rp->conf->delivery != DELIVERY_AT_LEAST_ONCE)
-        return false;
-    if (rp->ack_cap < rp->npending + 2) {
-        const char **a = realloc(rp->ack_argv, (rp->npending + 2) * sizeof(*a));
-        if (a == NULL)
-            return false; /* left in flight: requeued by the next start; at worst it runs twice */
-        rp->ack_argv = a;
-        rp->ack_cap = rp->npending + 2;
-    }
-    rp->ack_argv[0] = "HDEL";
-    rp->ack_argv[1] = rp->id->inflight_key;
-    for (struct task *t = rp->pending; t != NULL; t = t->next)
-        rp->ack_argv[n++] = t->id;
-    append(rp, (int)n, rp->ack_argv, NULL);
-    return true;
-}
-
-/* Where a finished task goes besides the stats: the dead list, the schedule, or back to the
- * front of its queue. Returns how many commands it appended. */
-static int append_task(struct reporter *rp, struct task *t)
-{
-    char *entry = NULL, score[24];
-
-    if (t->dead) {
-        const char *argv[] = {"LPUSH", rp->dead_key, entry = dead_entry(rp, t)};
-        if (entry != NULL)
-            append(rp, 3, argv, NULL);
-    } else if (t->due_ms > 0) {
-        const char *argv[] = {"ZADD", rp->schedule_key, score, entry = schedule_entry(t)};
-        snprintf(score, sizeof(score), "%" PRId64, t->due_ms);
-        if (entry != NULL)
-            append(rp, 4, argv, NULL);
-    } else if (t->outcome == OUTCOME_REQUEUED) {
-        /* RPUSH: back at the end the queue is popped from, ahead of waiting tasks. */
-        if ((t->attempt > 1 || t->recoveries > 0) && (entry = wrapped(t, t->attempt)) == NULL)
-            goto oom;
-        const char *argv[] = {"RPUSH", t->queue->name, entry ? entry : t->payload};
-        size_t lens[] = {5, strlen(t->queue->name), entry ? strlen(entry) : t->len};
-        append(rp, 3, argv, lens);
-    } else {
-        return 0;
-    }
-    if (entry == NULL && (t->dead || t->due_ms > 0))
-        goto oom;
-    free(entry);
-    return 1;
-oom:
-    log_err("task %s: out of memory writing it back to redis; payload lost: %.*s", t->label,
-            (int)(t->len > 200 ? 200 : t->len), t->payload);
-    return 0;
-}
-
-/* Queues the batch's commands inside MULTI/EXEC; returns how many replies EXEC's precede. */
-static int append_batch(struct reporter *rp)
-{
-    long long total[C_COUNT] = {0};
-    const char *multi[] = {"MULTI"};
-    int queued = 0;
-
-    rp->nper_queue = 0;
-    append(rp, 1, multi, NULL);
-    if (append_ack(rp))
-        queued++;
-    for (struct task *t = rp->pending; t != NULL; t = t->next) {
-        count(rp, t, total);
-        queued += append_task(rp, t);
-    }
-    for (int c = 0; c < C_COUNT; c++)
-        if (total[c] > 0)
-            queued += append_hincrby(rp, counter_names[c], total[c]);
-    for (int i = 0; i < rp->nper_queue; i++) {
-        for (int c = 0; c < C_COUNT; c++) {
-            char field[512];
-            if (rp->per_queue[i].c[c] == 0)
-                continue;
-            snprintf(field, sizeof(field), "queue:%s:%s", rp->per_queue[i].name, counter_names[c]);
-            queued += append_hincrby(rp, field, rp->per_queue[i].c[c]);
-        }
-    }
-    return queued;
-}
-
-/* Records every pending task in one transaction. Returns 0, or -1 if the connection was lost
- * (the batch stays pending and is sent again whole). */
-static int record_pending(struct reporter *rp)
-{
-    const char *exec[] = {"EXEC"};
-    int queued = append_batch(rp);
-    redisReply *reply;
-
-    append(rp, 1, exec, NULL);
-    for (int i = 0; i < queued + 2; i++) {
-        reply = rconn_reply(&rp->rc);
-        if (reply == NULL)
-            return -1;
-        if (reply->type == REDIS_REPLY_ERROR)
-            log_err("reporter: redis refused a command of a batch: %s", reply->str);
-        else if (i == queued + 1 && reply->type == REDIS_REPLY_ARRAY)
-            for (size_t k = 0; k < reply->elements; k++)
-                if (reply->element[k]->type == REDIS_REPLY_ERROR)
-                    log_err("reporter: redis refused a command of a batch: %s",
-                            reply->element[k]->str);
-        freeReplyObject(reply);
-    }
-    return 0;
-}
-
-static void free_pending(struct reporter *rp, bool lost)
-{
-    struct task *t, *next;
-    char shown[256];
-
-    if (lost && rp->conf->delivery == DELIVERY_AT_LEAST_ONCE) {
-        log_warn("%zu finished task(s) could not be recorded in redis; they stay in this "
-                 "worker's in-flight hash and run again after its restart, or once another "
-                 "worker finds its heartbeat expired",
-                 rp->npending);
-        lost = false;
-    }
-    for (t = rp->pending; t != NULL; t = next) {
-        next = t->next;
-        if (lost && (t->outcome == OUTCOME_REQUEUED || t->dead || t->due_ms > 0))
-            log_err("task %s from queue %s could not be written back to redis and is lost: %s",
-                    t->id, t->queue->name, payload_excerpt(t->payload, t->len, 200, shown,
-                                                           sizeof(shown)));
-        task_free(t);
-    }
+    next_tag(rp);
+    if (record_build(&rp->call, &k, rp->tag, rp->pending, clock_real_us() / 1000000) < 0)
+        return -1;
+    rp->sending = rp->pending;
+    rp->nsending = rp->npending;
     rp->pending = NULL;
     rp->pending_tailp = &rp->pending;
     rp->npending = 0;
+    return 0;
+}
+
+static void free_chain(struct task *t)
+{
+    for (struct task *next; t != NULL; t = next) {
+        next = t->next;
+        task_free(t);
+    }
+}
+
+/* Redis did not take the batch: it stays, and is sent again after a backoff; meanwhile the
+ * consumer takes no new tasks (their completions could not be recorded either). */
+static void refused(struct reporter *rp, const redisReply *reply, enum rclass cls)
+{
+    int prio = cls == RC_RETRY ? LOG_WARNING : LOG_ERR;
+
+    rcond_begin(&rp->refusing, prio, reply_text(reply),
+                "redis does not record finished tasks (%s; %zu waiting, nothing is lost: they "
+                "are sent again, and no new task is taken until redis takes them)",
+                rclass_name(cls), rp->nsending + rp->npending);
+    redis_refusing_set(true);
+    rp->next_record_us = clock_mono_us() + (int64_t)rp->record_backoff_ms * 1000;
+    rp->record_backoff_ms = rp->record_backoff_ms * 2 > RECORD_BACKOFF_MAX_MS
+                                ? RECORD_BACKOFF_MAX_MS
+                                : rp->record_backoff_ms * 2;
+}
+
+/* Sends the frozen batch (freezing what is pending first if none is). 0 when Redis has
+ * recorded it, -1 if it stays (lost connection, refusal). */
+static int record_pending(struct reporter *rp)
+{
+    redisReply *reply;
+    enum rclass cls;
+
+    if (rp->sending == NULL && freeze(rp) < 0) {
+        rcond_begin(&rp->refusing, LOG_ERR, "out of memory", "cannot build the batch of %zu "
+                    "finished task(s) to record", rp->npending);
+        rp->next_record_us = clock_mono_us() + RECORD_BACKOFF_MAX_MS * 1000LL;
+        return -1;
+    }
+    reply = script_run(&rp->rc, SCRIPT_RECORD, rp->call.nkeys, rp->call.keys, NULL,
+                       rp->call.nargs, rp->call.args, rp->call.arglens);
+    cls = reply_class(reply, REDIS_REPLY_ARRAY);
+    if (cls == RC_OK && (reply->elements != 3 || reply->element[1]->type != REDIS_REPLY_INTEGER))
+        cls = RC_FAILED;
+    if (cls == RC_RECONNECT)
+        return -1; /* sent again, with the same tag, once connected */
+    if (cls != RC_OK) {
+        refused(rp, reply, cls);
+        freeReplyObject(reply);
+        return -1;
+    }
+    if (reply->element[1]->integer > 0)
+        log_notice("%lld finished task(s) not recorded: they are no longer in this worker's "
+                   "in-flight hash (another worker put them back after this one missed its "
+                   "heartbeats, or the hash was deleted), and run again from there",
+                   reply->element[1]->integer);
+    freeReplyObject(reply);
+    rcond_end(&rp->refusing, "redis records finished tasks again");
+    redis_refusing_set(false);
+    rp->record_backoff_ms = RECORD_BACKOFF_MIN_MS;
+    record_free(&rp->call);
+    free_chain(rp->sending);
+    rp->sending = NULL;
+    rp->nsending = 0;
+    return 0;
+}
+
+/* At shutdown with Redis away: what was never recorded. */
+static void give_up(struct reporter *rp)
+{
+    size_t n = rp->nsending + rp->npending;
+    char shown[256];
+
+    if (rp->conf->delivery == DELIVERY_AT_LEAST_ONCE) {
+        log_warn("%zu finished task(s) could not be recorded in redis; they stay in this "
+                 "worker's in-flight hash and run again after its restart, or once another "
+                 "worker finds its heartbeat expired",
+                 n);
+    } else {
+        for (struct task *l = rp->sending; l != NULL; l = l == rp->sending ? rp->pending : NULL)
+            for (struct task *t = l; t != NULL; t = t->next)
+                if (t->outcome == OUTCOME_REQUEUED || t->dead || t->due_ms > 0)
+                    log_err("task %s from queue %s could not be written back to redis and is "
+                            "lost: %s",
+                            t->id, t->queue->name,
+                            payload_excerpt(t->payload, t->len, 200, shown, sizeof(shown)));
+    }
+    record_free(&rp->call);
+    free_chain(rp->sending);
+    free_chain(rp->pending);
+    rp->sending = rp->pending = NULL;
+    rp->pending_tailp = &rp->pending;
+    rp->nsending = rp->npending = 0;
 }
 
 static void count_lateness(struct reporter *rp, int64_t late_us)
@@ -536,12 +394,14 @@ static int wait_ms(struct reporter *rp)
     int64_t wake = rp->next_beat_us < rp->next_due_us ? rp->next_beat_us : rp->next_due_us;
     int64_t ms;
 
+    bool waiting = rp->npending > 0 || rp->sending != NULL;
+
     if (rp->rc.c == NULL) {
         int64_t attempt = now + (int64_t)rconn_wait_ms(&rp->rc) * 1000;
-        if (wake < attempt || rp->npending > 0)
+        if (wake < attempt || waiting)
             wake = attempt;
-    } else if (rp->npending > 0) {
-        wake = now;
+    } else if (waiting) {
+        wake = rp->next_record_us > now ? rp->next_record_us : now;
     }
     ms = (wake - now + 999) / 1000;
     if (ms < 0)
@@ -566,7 +426,14 @@ static void move_due_if_due(struct reporter *rp)
     if (reply == NULL)
         return;
     rp->next_due_us = now + SCHEDULE_CHECK_US;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+    if (reply_class(reply, REDIS_REPLY_ARRAY) != RC_OK || reply->elements != 2) {
+        rcond_begin(&rp->due_refused, LOG_ERR, reply_text(reply),
+                    "cannot move due retries and delayed tasks from %s back to their queues "
+                    "(they wait there; nothing is lost)",
+                    rp->schedule_key);
+    } else {
+        rcond_end(&rp->due_refused, "due retries and delayed tasks move from %s again",
+                  rp->schedule_key);
         const redisReply *moved = reply->element[0], *next = reply->element[1];
         if (moved->type == REDIS_REPLY_INTEGER && moved->integer == atoi(SCHEDULE_BATCH))
             rp->next_due_us = now; /* more are due */
@@ -611,20 +478,22 @@ static void *reporter_main(void *arg)
         }
         outlog_flush(&rp->output); /* a task's output before its completion line */
         take(rp, batch);
-        if (rp->npending > 0 && rconn_try(&rp->rc) == 0 && record_pending(rp) == 0)
-            free_pending(rp, false);
+        while ((rp->npending > 0 || rp->sending != NULL) &&
+               clock_mono_us() >= rp->next_record_us && rconn_try(&rp->rc) == 0 &&
+               record_pending(rp) == 0)
+            ; /* a batch sent, then what came while it was refused */
         beat_if_due(rp);
         move_due_if_due(rp);
         if (!closed)
             continue;
-        if (rp->npending == 0)
+        if (rp->npending == 0 && rp->sending == NULL)
             break;
         if (give_up_us == 0) {
             give_up_us = clock_mono_us() + FINAL_RECORD_US;
             log_warn("reporter: waiting up to %lld s for redis to record %zu finished task(s)",
-                     FINAL_RECORD_US / 1000000, rp->npending);
+                     FINAL_RECORD_US / 1000000, rp->npending + rp->nsending);
         } else if (clock_mono_us() > give_up_us) {
-            free_pending(rp, true);
+            give_up(rp);
             break;
         }
     }

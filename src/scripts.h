@@ -16,15 +16,19 @@ enum script {
     SCRIPT_DUE,     /* move due entries of the schedule back to the front of their queues */
     SCRIPT_RESCUE,  /* put back what a fetch moved when its reply was lost */
     SCRIPT_REQUEUE, /* put back a chunk of an in-flight hash (a previous run's leftovers) */
+    SCRIPT_RECORD,  /* acknowledge finished tasks, send them on, count them */
     SCRIPT_COUNT
 };
 
-/* Runs a script by its SHA1, loading it first if Redis does not know it (a new or restarted
- * server). keys and args are counted separately, as EVALSHA wants them. Returns the reply or NULL
- * (connection lost, already handled by rconn). */
 /* The SHA1 Redis gave for s, for a caller that pipelines EVALSHA itself; false if not loaded
  * yet. */
 bool script_sha(enum script s, char sha[41]);
+/* "fetch", "record"...: for log lines. */
+const char *script_name(enum script s);
+/* Runs a script by its SHA1, loading it first if Redis does not know it (a new or restarted
+ * server). keys and args are counted separately, as EVALSHA wants them. Returns the reply, which
+ * may be an error (SCRIPT LOAD's, or the script's) for the caller to classify (reply.h), or NULL
+ * (connection lost, already handled by rconn). Logs nothing. */
 redisReply *script_run(struct rconn *r, enum script s, int nkeys, const char **keys,
                        const size_t *keylens, int nargs, const char **args, const size_t *arglens);
 

@@ -22,6 +22,18 @@ def env(**fields):
     return json.dumps(fields)
 
 
+def children(pid):
+    """The direct children of a process, over all its threads."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.update(int(c) for c in f.read().split())
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return found
+
+
 def started(e):
     return int(e["QWORKER_STARTED_USEC"])
 
@@ -253,7 +265,9 @@ def test_children_that_flood_hang_up_or_never_read_stay_bounded(redis, start_qwo
     q.wait_message("ready", 10)
     push(redis, env(handler="flood"), env(handler="mute"),
          env(handler="deaf", args=["y" * (512 << 10)]))
-    # Meanwhile the loop keeps serving other tasks on time.
+    # Once all three run (spawning them is not what is measured), the loop keeps serving other
+    # tasks on time while they flood, hang up and refuse their input.
+    wait_for(lambda: len(children(q.pid)) >= 3, 10, "the three children to run")
     lags = []
     for i in range(5):
         pushed = push(redis, "0.1")

@@ -1,0 +1,86 @@
+#!lua
+-- Records a batch of finished tasks in one step: acknowledges them (out of the in-flight hash),
+-- sends each where it goes next (dead list, schedule, back to its queue) and counts them.
+-- KEYS: in-flight hash, stats hash, dead list, schedule, recorded marker, then the queues the
+-- batch names. ARGV (built by src/record.c):
+--   [1] the batch's tag ("<token>:<seq>"): a batch whose reply was lost is sent again with the
+--       same tag, and then does nothing twice;
+--   [2] "1" when tasks are acknowledged out of the in-flight hash (at-least-once), else "0";
+--   [3] how many groups of tasks that only need acknowledging follow; each group is
+--       (queue key index, count, then that many ids in at-least-once mode);
+--   then, to the end, one 5-tuple per other task: id, queue key index, kind, score, entry;
+--   kind: "d" dead letter, "r" retry (scored), "l" delayed (scored), "q" back to its queue.
+-- In at-least-once mode a task that is no longer in the in-flight hash (another worker put it
+-- back after this one missed its heartbeats, or someone deleted the hash) is not recorded: it
+-- runs again from where it was put back. Returns {recorded, not recorded (no longer ours)}.
+-- Every key's type is checked before anything is written (Lua does not roll back); declared
+-- without flags, so under maxmemory Redis refuses the whole call: nothing half done.
+local want = {'hash', 'hash', 'list', 'zset', 'string'}
+for i = 1, #KEYS do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  local w = want[i] or 'list'
+  if t ~= w and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. w)
+  end
+end
+if redis.call('GET', KEYS[5]) == ARGV[1] then return {0, 0, 1} end
+local acks = ARGV[2] == '1'
+local totals, perq = {}, {}
+local function count(qi, what, n)
+  if n == 0 then return end
+  totals[what] = (totals[what] or 0) + n
+  local q = perq[qi] or {}
+  perq[qi] = q
+  q[what] = (q[what] or 0) + n
+end
+local recorded, skipped = 0, 0
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local qi, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  i = i + 2
+  local done = n
+  if acks then
+    done = 0
+    for j = i, i + n - 1, 1000 do
+      done = done + redis.call('HDEL', KEYS[1], unpack(ARGV, j, math.min(j + 999, i + n - 1)))
+    end
+    i = i + n
+  end
+  count(qi, 'processed', done)
+  count(qi, 'succeeded', done)
+  recorded, skipped = recorded + done, skipped + n - done
+end
+while i + 4 <= #ARGV do
+  local id, qi, kind, score, entry = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3],
+                                     ARGV[i + 4]
+  i = i + 5
+  if acks and redis.call('HDEL', KEYS[1], id) == 0 then
+    skipped = skipped + 1
+  else
+    recorded = recorded + 1
+    if kind == 'd' then
+      redis.call('LPUSH', KEYS[3], entry)
+      count(qi, 'processed', 1)
+      count(qi, 'failed', 1)
+      count(qi, 'dead', 1)
+    elseif kind == 'r' or kind == 'l' then
+      redis.call('ZADD', KEYS[4], score, entry)
+      if kind == 'r' then
+        count(qi, 'processed', 1)
+        count(qi, 'failed', 1)
+        count(qi, 'retried', 1)
+      end
+    elseif kind == 'q' then
+      redis.call('RPUSH', KEYS[qi], entry)
+      count(qi, 'requeued', 1)
+    end
+  end
+end
+for what, n in pairs(totals) do redis.call('HINCRBY', KEYS[2], what, n) end
+for qi, q in pairs(perq) do
+  for what, n in pairs(q) do
+    redis.call('HINCRBY', KEYS[2], 'queue:' .. KEYS[qi] .. ':' .. what, n)
+  end
+end
+redis.call('SET', KEYS[5], ARGV[1])
+return {recorded, skipped, 0}

@@ -1,0 +1,161 @@
+#include "wire.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "base64.h"
+#include "task.h"
+
+/* The payload as a JSON field: text as "payload" when it reads back byte for byte (UTF-8, no
+ * NUL: jansson writes NUL as \u0000, which its reader refuses), else "payload_base64". */
+static int set_payload(json_t *o, const char *p, size_t len)
+{
+    json_t *text = memchr(p, '\0', len) == NULL ? json_stringn(p, len) : NULL;
+    char *b64;
+
+    if (text != NULL)
+        return json_object_set_new(o, "payload", text);
+    b64 = base64_encode(p, len);
+    if (b64 == NULL)
+        return -1;
+    json_t *s = json_string(b64);
+    free(b64);
+    return s != NULL ? json_object_set_new(o, "payload_base64", s) : -1;
+}
+
+/* A field from a text we do not control (an id, a reason): invalid UTF-8 must not make the
+ * whole entry fail, so it goes through json_stringn's check and falls back to a hex form. */
+static json_t *text(const char *s)
+{
+    json_t *v = json_string(s);
+    char *hex;
+
+    if (v != NULL)
+        return v;
+    hex = base64_encode(s, strlen(s));
+    v = hex != NULL ? json_pack("{s:s}", "base64", hex) : NULL;
+    free(hex);
+    return v;
+}
+
+static char *dump(json_t *o, bool ok)
+{
+    char *s = ok && o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+
+    json_decref(o);
+    return s;
+}
+
+char *wire_wrapper(const char *payload, size_t len, int attempt, const char *id, int recoveries)
+{
+    json_t *o = json_object();
+    bool ok = o != NULL && set_payload(o, payload, len) == 0 &&
+              json_object_set_new(o, "attempt", json_integer(attempt)) == 0 &&
+              json_object_set_new(o, "id", text(id)) == 0 &&
+              json_object_set_new(o, "ready", json_true()) == 0 &&
+              (recoveries == 0 ||
+               json_object_set_new(o, "recoveries", json_integer(recoveries)) == 0);
+
+    return dump(o, ok);
+}
+
+char *wire_task_wrapper(const struct task *t, int attempt)
+{
+    return wire_wrapper(t->payload, t->len, attempt, t->label, t->recoveries);
+}
+
+char *wire_schedule_member(const char *queue, const char *wrapper, const char *push)
+{
+    json_t *o = json_object();
+    bool ok = o != NULL && json_object_set_new(o, "queue", text(queue)) == 0 &&
+              json_object_set_new(o, "task", text(wrapper)) == 0 &&
+              json_object_set_new(o, "push", text(push)) == 0;
+
+    return dump(o, ok);
+}
+
+char *wire_dead_letter(const char *payload, size_t len, const char *id, const char *queue,
+                       const char *handler, const char *reason, int attempts, int64_t time_s,
+                       const char *worker)
+{
+    json_t *o = json_object();
+    bool ok = o != NULL && set_payload(o, payload, len) == 0 &&
+              json_object_set_new(o, "id", text(id)) == 0 &&
+              json_object_set_new(o, "queue", text(queue)) == 0 &&
+              json_object_set_new(o, "handler", text(handler)) == 0 &&
+              json_object_set_new(o, "reason", text(reason)) == 0 &&
+              json_object_set_new(o, "attempts", json_integer(attempts)) == 0 &&
+              json_object_set_new(o, "time", json_integer(time_s)) == 0 &&
+              json_object_set_new(o, "worker", text(worker)) == 0;
+
+    return dump(o, ok);
+}
+
+static bool is_int(const redisReply *r, long long lo, long long hi)
+{
+    return r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= lo && r->integer <= hi;
+}
+
+static bool is_str(const redisReply *r)
+{
+    return r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+                         r->type == REDIS_REPLY_ERROR) && r->str != NULL;
+}
+
+int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_reply *out,
+                     const char **why)
+{
+    size_t head, rest;
+
+    memset(out, 0, sizeof(*out));
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element == NULL) {
+        *why = "not an array of at least two elements";
+        return -1;
+    }
+    if (!is_int(r->element[0], 0, nqueues) || !is_int(r->element[1], 0, nqueues)) {
+        *why = "bad counts of queues examined or refused";
+        return -1;
+    }
+    out->examined = (int)r->element[0]->integer;
+    out->nbad = (int)r->element[1]->integer;
+    head = 2 + 2 * (size_t)out->nbad;
+    if (r->elements < head || (r->elements - head) % 2 != 0) {
+        *why = "an element count that does not match its shape";
+        return -1;
+    }
+    for (int i = 0; i < out->nbad; i++) {
+        const redisReply *q = r->element[2 + 2 * i], *e = r->element[3 + 2 * i];
+        if (!is_int(q, 0, nqueues - 1) || !is_str(e)) {
+            *why = "a refused queue that is not (index, text)";
+            return -1;
+        }
+        if (i < (int)(sizeof(out->bad) / sizeof(out->bad[0])))
+            out->bad[i] = (struct fetch_bad){(int)q->integer, e->str};
+    }
+    rest = (r->elements - head) / 2;
+    if (rest > max) {
+        *why = "more tasks than were asked for";
+        return -1;
+    }
+    for (size_t i = 0; i < rest; i++) {
+        const redisReply *q = r->element[head + 2 * i], *p = r->element[head + 2 * i + 1];
+        if (!is_int(q, 0, nqueues - 1) || p == NULL || p->type != REDIS_REPLY_STRING ||
+            (p->str == NULL && p->len > 0)) {
+            *why = "a task that is not (queue index, payload)";
+            return -1;
+        }
+    }
+    out->nitems = rest;
+    out->items = (const redisReply *const *)r->element + head;
+    return 0;
+}
+
+struct fetch_item wire_fetch_item(const struct fetch_reply *f, size_t i)
+{
+    const redisReply *q = f->items[2 * i], *p = f->items[2 * i + 1];
+
+    return (struct fetch_item){(int)q->integer, p->str, p->len};
+}

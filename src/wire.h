@@ -1,0 +1,62 @@
+/* Every byte format qworker and its Lua scripts exchange through Redis, encoded and decoded here
+ * (the scripts' side is in src/lua/; tests/unit/test_wire.c and tests/e2e/test_wire.py hold the
+ * golden vectors both sides are checked against):
+ *   in-flight entry   "<queue>\0<payload>" (fetch.lua writes it; requeue_fn.lua reads it)
+ *   wrapper           {"payload" | "payload_base64", "attempt", "id", "ready", "recoveries"}:
+ *                     a task qworker puts back in a queue (retry, delayed, recovered)
+ *   schedule member   {"queue", "task": <wrapper>, "push": <fetch id>}: unique per push, so that
+ *                     two pushes of one envelope never collapse into one sorted-set member
+ *   dead letter       {"payload" | "payload_base64", "id", "queue", "handler", "reason",
+ *                     "attempts", "time", "worker"}
+ *   fetch reply       {examined, nbad, (queue index, error) * nbad, (queue index, payload) * n}
+ * A payload is JSON text ("payload") only when jansson reads it back byte for byte: UTF-8
+ * without NUL; anything else goes as base64. */
+#ifndef QWORKER_WIRE_H
+#define QWORKER_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+struct task;
+
+/* Each returns a malloc'd NUL-terminated string, or NULL if out of memory. */
+char *wire_wrapper(const char *payload, size_t len, int attempt, const char *id,
+                   int recoveries);
+char *wire_schedule_member(const char *queue, const char *wrapper, const char *push);
+char *wire_dead_letter(const char *payload, size_t len, const char *id, const char *queue,
+                       const char *handler, const char *reason, int attempts, int64_t time_s,
+                       const char *worker);
+
+/* The task as it goes back into its queue for another attempt (or after a delay). */
+char *wire_task_wrapper(const struct task *t, int attempt);
+
+struct fetch_bad {
+    int queue;         /* index in the fetch's queue list */
+    const char *error; /* points into the reply */
+};
+
+struct fetch_item {
+    int queue;
+    const char *payload; /* points into the reply */
+    size_t len;
+};
+
+struct fetch_reply {
+    int examined;
+    int nbad;
+    struct fetch_bad bad[16]; /* the first 16; more are counted in nbad */
+    size_t nitems;
+    const struct redisReply *const *items; /* pairs, as the reply holds them */
+};
+
+/* Checks a fetch script's reply whole before anything is used: shape, types, every queue index
+ * below nqueues, and at most max tasks (a reply claiming more than was asked for is refused).
+ * 0 and out filled, or -1 with why. */
+int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_reply *out,
+                     const char **why);
+/* Task i of a checked reply. */
+struct fetch_item wire_fetch_item(const struct fetch_reply *f, size_t i);
+
+#endif
