@@ -38,7 +38,7 @@ DEB_BUILD  := gcc make pkg-config libhiredis-dev libevent-dev libconfig-dev libs
 DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python3-pytest \
               systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
-DEB_DEB    := $(DEB_BUILD) dpkg-dev lintian binutils
+DEB_DEB    := $(DEB_BUILD) build-essential debhelper dpkg-dev devscripts lintian binutils
 DEB_FUZZ   := clang-14 libfuzzer-14-dev
 DEB_LINT   := cppcheck clang-tidy-14
 
@@ -127,9 +127,20 @@ install: all
 	[ -e $(DESTDIR)$(sysconfdir)/qworker/worker.conf ] || \
 	    install -D -m 0644 worker.conf.example $(DESTDIR)$(sysconfdir)/qworker/worker.conf
 
-deb: all
+deb:
 	$(call ensure_debs,$(DEB_DEB))
-	@packaging/build-deb.sh $(VERSION)
+	@v=$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version); [ "$$v" = $(VERSION) ] || \
+	    { echo "packaging/debian/changelog is at $$v, the Makefile at $(VERSION)" >&2; exit 1; }
+	@rm -rf $(BUILD)/deb-src $(BUILD)/qworker_*.deb $(BUILD)/qworker-dbgsym_*.*deb
+	@mkdir -p $(BUILD)/deb-src/qworker-$(VERSION)
+	@tar -c --exclude=./.git --exclude=./build --exclude=./packaging/debian --exclude=__pycache__ \
+	    --exclude=.pytest_cache . | tar -x -C $(BUILD)/deb-src/qworker-$(VERSION)
+	@cp -R packaging/debian $(BUILD)/deb-src/qworker-$(VERSION)/debian
+	@cd $(BUILD)/deb-src/qworker-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BUILD \
+	    -u CFLAGS -u CPPFLAGS -u LDFLAGS dpkg-buildpackage -us -uc -b -Jauto >../build.log 2>&1 || \
+	    { tail -n 60 ../build.log >&2; echo "make deb: failed, see $(BUILD)/deb-src/build.log" >&2; exit 1; }
+	@mv $(BUILD)/deb-src/qworker_*.deb $(BUILD)/deb-src/qworker-dbgsym_*.*deb $(BUILD)/
+	@ls $(BUILD)/qworker_*.deb $(BUILD)/qworker-dbgsym_*.*deb
 
 # Figures for BENCHMARKS.md: under 5 minutes; QUICK=1 under 1.
 bench: deps-test
