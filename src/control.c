@@ -159,11 +159,25 @@ void control_serve(struct daemon *d, const sigset_t *signals)
     }
 }
 
+/* How long a stop may take when nothing hangs: the drain, the kill grace of exec handlers, and
+ * the reporter's wait for Redis to record what finished (FINAL_RECORD_US in reporter.c), with a
+ * margin. Past it something hangs (a child in D state, a blocked call): systemd is no longer
+ * asked for more time nor told that all is well, so that TimeoutStopSec or the watchdog ends it. */
+static int64_t stop_budget_us(const struct config *conf)
+{
+    double grace = 0;
+
+    for (int i = 0; i < conf->nhandlers; i++)
+        if (conf->handlers[i].kill_grace > grace)
+            grace = conf->handlers[i].kill_grace;
+    return (int64_t)((conf->shutdown_timeout + grace + 10 + 5) * 1e6);
+}
+
 void control_stop(struct daemon *d, const sigset_t *signals)
 {
     struct timespec tick = {0, 20 * 1000 * 1000}; /* exit promptly once the reporter is done */
-    int64_t next_ping = 0;
-    bool now = false;
+    int64_t next_ping = 0, give_up = clock_mono_us() + stop_budget_us(d->conf);
+    bool now = false, stuck = false;
     char status[128];
 
     snprintf(status, sizeof(status), "stopping: %d task(s) finishing or going back to Redis",
@@ -177,7 +191,13 @@ void control_stop(struct daemon *d, const sigset_t *signals)
         int ms = health_period_ms();
         int sig;
 
-        if (clock_mono_us() >= next_ping) {
+        if (!stuck && clock_mono_us() >= give_up) {
+            stuck = true;
+            log_err("stop: still not done after %.0f s, longer than any drain can take; no "
+                    "more watchdog pings or extensions, so that systemd ends it",
+                    (double)stop_budget_us(d->conf) / 1e6);
+        }
+        if (!stuck && clock_mono_us() >= next_ping) {
             /* The drain is bounded by shutdown_timeout: while it lasts, systemd waits. */
             notify_extend_timeout((uint64_t)ms * 3000);
             if (notify_watchdog_usec() > 0)

@@ -149,6 +149,13 @@ static int parse_object(struct task *t, const struct config *conf)
         if (!known)
             return invalid(t, "unknown field \"%.40s\" in the envelope", key);
     }
+    /* The id first: a task refused for what follows is found in the dead list by its id. */
+    v = json_object_get(o, "id");
+    if (v != NULL) {
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > TASK_LABEL_MAX)
+            return invalid(t, "\"id\" must be a string of 1 to %d bytes", TASK_LABEL_MAX);
+        t->label = json_string_value(v);
+    }
     v = json_object_get(o, "handler");
     if (!json_is_string(v))
         return invalid(t, "the envelope needs \"handler\": a string");
@@ -159,12 +166,6 @@ static int parse_object(struct task *t, const struct config *conf)
     if (handler == NULL)
         return invalid(t, "unknown handler \"%.40s\"", name);
     t->handler = handler;
-    v = json_object_get(o, "id");
-    if (v != NULL) {
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > TASK_LABEL_MAX)
-            return invalid(t, "\"id\" must be a string of 1 to %d bytes", TASK_LABEL_MAX);
-        t->label = json_string_value(v);
-    }
     t->args = json_object_get(o, "args");
     if (seconds_field(t, o, "timeout", false, 31536000, &t->timeout) < 0 ||
         seconds_field(t, o, "delay", true, 31536000, &t->delay) < 0 ||

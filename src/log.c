@@ -3,6 +3,8 @@
  * text with the fields appended, for a terminal or a plain log file. */
 #include "log.h"
 
+#include "logtext.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -153,7 +155,10 @@ static void emit_journal(int priority, const char *line, const struct log_field 
         iov[k].iov_len = strlen(head[i]);
     }
     for (int i = 0; i < n && i < LOG_FIELDS_MAX; i++, k++) {
-        snprintf(bufs[i], sizeof(bufs[i]), "%s=%s", fields[i].key, fields[i].value);
+        size_t w = (size_t)snprintf(bufs[i], sizeof(bufs[i]), "%s=", fields[i].key);
+        if (w < sizeof(bufs[i]))
+            logtext_escape(fields[i].value, strlen(fields[i].value), bufs[i] + w,
+                           sizeof(bufs[i]) - w);
         iov[k].iov_base = bufs[i];
         iov[k].iov_len = strlen(bufs[i]);
     }
@@ -161,14 +166,18 @@ static void emit_journal(int priority, const char *line, const struct log_field 
         emit_stderr(priority, line);
 }
 
+/* Text from outside (ids, payloads, handler names, children's output, Redis errors) reaches
+ * here through the format's arguments: escaped whole, it can neither end the line (a forged log
+ * line) nor drive the terminal that shows it. */
 static void vlog(int priority, const struct log_field *fields, int n, const char *fmt, va_list ap)
 {
-    char line[LOG_LINE_MAX];
+    char raw[LOG_LINE_MAX], line[LOG_LINE_MAX];
     int saved = errno;
 
     if (!log_enabled(priority))
         return;
-    format_line(line, sizeof(line), fmt, ap, fields, n);
+    format_line(raw, sizeof(raw), fmt, ap, fields, n);
+    logtext_escape(raw, strlen(raw), line, sizeof(line));
     if (journal)
         emit_journal(priority, line, fields, n);
     else

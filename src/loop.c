@@ -173,9 +173,23 @@ void loop_task_done(struct loop *loop, struct task *t, enum outcome outcome)
     loop->nrunning--;
     loop->slots[slot].running--;
     finish(loop, t, outcome);
-    if ((next = pop_waiting(loop, slot)) != NULL)
+    if (loop->stopping == STOP_NONE && (next = pop_waiting(loop, slot)) != NULL)
         run_task(loop, next);
     maybe_exit(loop);
+}
+
+/* Tasks waiting under their handler's concurrency have not started: on a stop they go back
+ * at once, not one by one as running ones end. */
+static void requeue_waiting(struct loop *loop)
+{
+    struct task *t;
+
+    for (int h = 0; h < loop->nslots; h++) {
+        while ((t = pop_waiting(loop, h)) != NULL) {
+            task_set_reason(t, "worker shutting down");
+            finish(loop, t, OUTCOME_REQUEUED);
+        }
+    }
 }
 
 static void requeue_running(struct loop *loop)
@@ -186,12 +200,7 @@ static void requeue_running(struct loop *loop)
         log_notice("shutdown: stopping %zu running task(s) and putting them back at the front of "
                    "their queue",
                    loop->nrunning);
-    for (int h = 0; h < loop->nslots; h++) {
-        while ((t = pop_waiting(loop, h)) != NULL) {
-            task_set_reason(t, "worker shutting down");
-            finish(loop, t, OUTCOME_REQUEUED);
-        }
-    }
+    requeue_waiting(loop);
     while ((t = LIST_FIRST(&loop->running)) != NULL) {
         handler_ops(t->handler->type)->cancel(loop, t);
         LIST_REMOVE(t, running);
@@ -223,6 +232,7 @@ static void begin_stop(struct loop *loop, enum stop_mode mode)
         log_notice("shutdown: letting %zu running task(s) finish for up to %g s", loop->nrunning,
                    grace);
     loop->stopping = mode;
+    requeue_waiting(loop);
     tv.tv_sec = (time_t)grace;
     tv.tv_usec = (suseconds_t)((grace - (double)tv.tv_sec) * 1e6);
     evtimer_add(loop->drain_timer, &tv);

@@ -42,6 +42,28 @@ static void usage(FILE *out)
                  "  -h, --help         print this help and exit\n");
 }
 
+/* A task's arguments follow the configured command: without a final "--", whoever can push to
+ * a queue chooses the program's options too (--output=/etc/passwd). Said by -t and at start. */
+static void warn_option_injection(const struct config *conf, FILE *out)
+{
+    for (int i = 0; i < conf->nhandlers; i++) {
+        const struct handler_conf *h = &conf->handlers[i];
+        char line[512];
+
+        if (h->type != HANDLER_EXEC || h->args_stdin || strcmp(h->argv[h->argc - 1], "--") == 0)
+            continue;
+        snprintf(line, sizeof(line),
+                 "handler %s: its command does not end with \"--\": a task's arguments may be "
+                 "taken as options of %s by whoever can push to its queue (add \"--\" if %s "
+                 "accepts it)",
+                 h->name, h->argv[0], h->argv[0]);
+        if (out != NULL)
+            fprintf(out, "%s: warning: %s\n", conf->path, line);
+        else
+            log_warn("%s", line);
+    }
+}
+
 static int start_threads(struct daemon *d)
 {
     capacity_init(&d->cap, d->conf->concurrency);
@@ -190,12 +212,14 @@ int main(int argc, char **argv)
         return CONFIG_EXIT_INVALID;
     }
     if (test) {
+        warn_option_injection(conf, stderr);
         fprintf(stderr, "%s: configuration is valid\n", path);
         config_free(conf);
         return 0;
     }
     log_init(conf->log_target, conf->log_level);
     d.conf = conf;
+    warn_option_injection(conf, NULL);
     /* Every thread waits at most a quarter of the watchdog interval between beats. */
     if (notify_watchdog_usec() > 0)
         health_set_period_ms((int)(notify_watchdog_usec() / 4000));

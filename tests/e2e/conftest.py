@@ -34,7 +34,8 @@ def start_qworker(workdir, journald):
 
     def start(redis_port, name="qworker", **config):
         path = write_config(os.path.join(workdir, f"{name}.conf"), redis_port, **config)
-        q = Qworker(path, workdir, name).start()
+        q = Qworker(path, workdir, name,
+                    (config.get("log") or {}).get("target", "journal")).start()
         started.append(q)
         return q
 

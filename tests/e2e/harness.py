@@ -4,10 +4,12 @@ wait_for() polls a condition against a deadline."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -208,7 +210,8 @@ class Journald:
         return found
 
 
-def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=None, extra=""):
+def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=None, extra="",
+                 redis=None):
     worker = {"concurrency": 100, "shutdown_timeout": 5, **(worker or {})}
 
     def value(v):
@@ -225,7 +228,7 @@ def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=
     def group(d):
         return "{ " + " ".join(f"{k} = {value(v)};" for k, v in d.items()) + " }"
 
-    text = f'redis = {{ host = "127.0.0.1"; port = {redis_port}; }};\n'
+    text = f"redis = {group({'host': '127.0.0.1', 'port': redis_port, **(redis or {})})};\n"
     text += f"worker = {group(worker)};\n"
     text += f"log = {group({'level': 'info', 'target': 'journal', **(log or {})})};\n"
     if queues is not None:
@@ -238,9 +241,13 @@ def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=
     return path
 
 
+OK_LINE = re.compile(r"^\S+ \S+ info +task (\S+) done ", re.M)
+
+
 class Qworker:
-    def __init__(self, config, workdir, name="qworker"):
+    def __init__(self, config, workdir, name="qworker", log_target="journal"):
         self.config = config
+        self.log_target = log_target
         self.stderr_path = os.path.join(workdir, f"{name}.stderr")
         self.proc = None
         self.accepted_exits = {0, -signal.SIGKILL}  # what teardown accepts once it has exited
@@ -287,6 +294,14 @@ class Qworker:
     def journal(self, **match):
         return Journald.entries(self.pid, self.started_usec, **match)
 
+    def ok_ids(self):
+        """The ids of the tasks that ended ok, in order: from the text log when the worker logs
+        to stderr (no journald rate limit for tests of many thousand tasks), else from its
+        journal."""
+        if self.log_target == "stderr":
+            return [m.group(1) for m in OK_LINE.finditer(self.stderr_text())]
+        return [e["QWORKER_TASK_ID"] for e in self.completions("ok")]
+
     def completions(self, outcome=None):
         match = {"QWORKER_OUTCOME": outcome} if outcome else {}
         return [e for e in self.journal(**match) if "QWORKER_OUTCOME" in e]
@@ -296,10 +311,151 @@ class Qworker:
                         timeout, f"{n} completion(s) in the journal of qworker {self.pid}",
                         interval=0.05)
 
+    def messages(self):
+        """Its log lines, from wherever it logs."""
+        if self.log_target == "stderr":
+            return self.stderr_text().splitlines()
+        return [e.get("MESSAGE", "") for e in self.journal()]
+
     def wait_message(self, text, timeout):
+        """Its first log lines holding text: journal entries, or text lines on stderr."""
+        if self.log_target == "stderr":
+            return wait_for(lambda: [m for m in self.messages() if text in m], timeout,
+                            f"a log line with {text!r}", interval=0.05)
         return wait_for(lambda: [e for e in self.journal() if text in e.get("MESSAGE", "")],
                         timeout, f"a journal line with {text!r}", interval=0.05)
 
 
 def binary_exists():
     return os.access(QWORKER, os.X_OK) and shutil.which("redis-server") is not None
+
+
+def task_ids(tag, n):
+    """Distinct ids: tests compare the set of ids that ran, never a count that a duplicate could
+    make up for a loss."""
+    return [f"{tag}-{i}" for i in range(n)]
+
+
+def sleep_tasks(ids, seconds=0):
+    return [json.dumps({"id": i, "handler": "sleep", "args": seconds}) for i in ids]
+
+
+def push_many(redis, payloads, queue="queue", chunk=10000):
+    c = redis.client()
+    for i in range(0, len(payloads), chunk):
+        c.send("LPUSH", queue, *payloads[i:i + chunk])
+    for i in range(0, len(payloads), chunk):
+        c._reply()
+
+
+def ran_ids(workers):
+    """The ids of the tasks that ended ok, over several workers, as {id: times}."""
+    seen = {}
+    for w in workers:
+        for i in w.ok_ids():
+            seen[i] = seen.get(i, 0) + 1
+    return seen
+
+
+def wait_all_ran(workers, ids, timeout):
+    """Waits until every id ran at least once; returns {id: times}."""
+    want = set(ids)
+
+    def done():
+        seen = ran_ids(workers)
+        return seen if want <= seen.keys() else None
+    try:
+        return wait_for(done, timeout, f"all {len(want)} tasks to run", interval=0.2)
+    except AssertionError:
+        missing = sorted(want - ran_ids(workers).keys())
+        raise AssertionError(f"{len(missing)} of {len(want)} tasks never ran, e.g. {missing[:5]}")
+
+
+def assert_stores_empty(redis, queues=("queue",), dead_ok=False):
+    """Nothing left anywhere a task can wait: its queues, any in-flight hash, the schedule and
+    (unless the test dead-letters on purpose) the dead list."""
+    for q in queues:
+        assert redis("LLEN", q) == 0, f"queue {q} still holds tasks"
+    for key in redis("KEYS", "qworker:inflight:*"):
+        assert redis("HLEN", key) == 0, f"{key.decode()} still holds tasks"
+    assert redis("ZCARD", "qworker:schedule") == 0, "the schedule still holds tasks"
+    if not dead_ok:
+        assert redis("LLEN", "qworker:dead") == 0, redis("LRANGE", "qworker:dead", 0, 3)
+
+
+class Relay:
+    """A TCP relay in front of redis-server that can swallow what the server sends on the
+    connections a qworker named (CLIENT SETNAME qworker-<role>; every one if role is None),
+    counting what it swallowed, and cut every connection: a reply lost on the way, as a
+    network fault loses it."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.swallowing = None  # None: forward all; "": swallow all; else the role to swallow
+        self.swallowed = b""
+        self.pairs = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def swallow(self, role=""):
+        with self.lock:
+            self.swallowed = b""
+            self.swallowing = role
+
+    def swallowed_bytes(self):
+        with self.lock:
+            return self.swallowed
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            pair = {"client": client, "server": server, "name": b""}
+            with self.lock:
+                self.pairs.append(pair)
+            threading.Thread(target=self._pump, args=(pair, client, server, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(pair, server, client, True),
+                             daemon=True).start()
+
+    def _pump(self, pair, src, dst, from_server):
+        try:
+            while data := src.recv(65536):
+                with self.lock:
+                    if not from_server:
+                        if not pair["name"] and b"qworker-" in data:
+                            tail = data.split(b"qworker-", 1)[1]
+                            pair["name"] = tail.split(b"\r\n", 1)[0]
+                        drop = False
+                    else:
+                        role = self.swallowing
+                        drop = role is not None and (role == "" or
+                                                     pair["name"] == role.encode())
+                        if drop:
+                            self.swallowed += data
+                if not drop:
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self, role=None):
+        """Cuts the connections of role (every one if None)."""
+        with self.lock:
+            cut = [p for p in self.pairs if role is None or p["name"] == role.encode()]
+            self.pairs = [p for p in self.pairs if p not in cut]
+        for p in cut:
+            for s in (p["client"], p["server"]):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
