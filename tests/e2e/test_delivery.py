@@ -5,15 +5,17 @@ every store is empty: the queue, every in-flight hash, the dead list."""
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
-import threading
+import subprocess
+import tempfile
 import time
 
 import pytest
 
-from harness import (SLOW, Relay, RedisServer, push, push_many, sleep_tasks, task_ids,
-                     wait_all_ran, wait_for)
+from harness import (QWORKER, SLOW, Relay, RedisServer, push, push_many, sleep_tasks, task_ids,
+                     wait_all_ran, wait_for, write_config)
 
 QUIET = {"level": "notice"}  # no line per task
 # A line per task, on stderr: the ids that ran are read from there (no journald rate limit).
@@ -296,6 +298,104 @@ def test_warns_when_redis_may_evict_tasks(workdir, start_qworker):
         q = start_qworker(redis.port)
         warned = q.wait_message("maxmemory-policy is allkeys-lru", 10)
         assert warned[0]["PRIORITY"] == "4"
+        assert q.stop() == 0
+    finally:
+        redis.stop()
+
+
+
+def stale_heartbeat(redis, worker_id, pid):
+    redis("SET", f"qworker:worker:{worker_id}",
+          json.dumps({"host": socket.gethostname(), "pid": pid, "version": "0.1.0",
+                      "started": 1, "inflight": 0, "token": "an earlier run"}), "PX", 60000)
+
+
+def child_of(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = f.read().split()
+    return int(kids[0]) if kids else None
+
+
+def run_wrapped(cmd, stop_when, timeout):
+    """Runs qworker under a wrapper (namespaces, another user) that execs or forks it, its log
+    on stdout; once stop_when(log) holds, or the timeout passes, SIGTERMs the qworker process
+    (the wrapper's child, or the wrapper itself once it exec'd). Returns (status, log)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL)
+    os.set_blocking(p.stdout.fileno(), False)
+    log, deadline = b"", time.monotonic() + timeout * SLOW
+    while p.poll() is None and time.monotonic() < deadline and not stop_when(log.decode()):
+        log += p.stdout.read() or b""
+        time.sleep(0.02)
+    if p.poll() is None:
+        target = child_of(p.pid) or p.pid
+        os.kill(target, signal.SIGTERM)
+        try:
+            p.wait(10 * SLOW)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    os.set_blocking(p.stdout.fileno(), True)
+    log += p.stdout.read() or b""
+    return p.returncode, log.decode("utf-8", "replace")
+
+
+def test_a_previous_run_with_our_own_pid_is_taken_over_at_once(redis, workdir):
+    """A container restarted as PID 1 finds the heartbeat its previous run (also PID 1) left:
+    no live process can share our pid, so the id is taken at once, not after the TTL (the check
+    trusted a pid equal to its own and refused to start)."""
+    stale_heartbeat(redis, "pid1", 1)
+    conf = write_config(os.path.join(workdir, "pid1.conf"), redis.port, log={"target": "stderr"},
+                        worker={"id": "pid1", "shutdown_timeout": 0})
+    status, log = run_wrapped(["unshare", "--pid", "--fork", "--mount-proc", QWORKER, "-c", conf],
+                              lambda log: "ready" in log, 10)
+    assert "was held by pid 1, which no longer runs: taking it over" in log, log
+    assert "ready: redis answered" in log, log
+
+
+def test_a_live_qworker_hidden_by_hidepid_is_not_taken_for_dead(redis, workdir):
+    """Under ProtectProc=invisible (hidepid) another user's qworker has no /proc entry for us:
+    that is not proof it is gone. The id stays refused (exit 75) until its heartbeat expires."""
+    holder = subprocess.Popen(["sleep", "60"])  # a live process of another user (root)
+    try:
+        stale_heartbeat(redis, "hidden", holder.pid)
+        shared = tempfile.mkdtemp(prefix="qworker-hidden-")
+        os.chmod(shared, 0o755)
+        conf = write_config(os.path.join(shared, "hidden.conf"), redis.port,
+                            log={"target": "stderr"}, worker={"id": "hidden"})
+        os.chmod(conf, 0o644)
+        status, log = run_wrapped(
+            ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+             'mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid=65534 '
+             f'--regid=65534 --clear-groups {QWORKER} -c {conf}'],
+            lambda log: "in use" in log or "ready" in log, 10)
+        assert status == 75, log
+        assert "worker id hidden is in use" in log, log
+        assert redis("GET", "qworker:worker:hidden") is not None
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_script_redis_keeps_refusing_at_start_is_retried_slowly_and_said_once(workdir,
+                                                                              start_qworker):
+    """An ACL without EVALSHA (or a Redis that refuses the scripts): the start-up claim spun with
+    a zero wait. Now once a second, one error line, and it starts as soon as it is allowed."""
+    redis = RedisServer(workdir).start()
+    try:
+        redis("ACL", "SETUSER", "qw", "on", ">pw", "~*", "+@all", "-evalsha")
+        q = start_qworker(redis.port, log={"target": "stderr"},
+                          redis={"username": "qw", "password": "pw"})
+        q.wait_message("cannot take worker id", 10)
+        cpu0, t0 = cpu_seconds(q.pid), time.monotonic()
+        while time.monotonic() < t0 + 2:  # refused for 2 s: what is measured
+            time.sleep(0.1)
+        cpu = cpu_seconds(q.pid) - cpu0
+        assert cpu < 0.2 * SLOW, f"{cpu:.2f} s of CPU in 2 s of refusals: it spins"
+        assert len([m for m in q.messages() if "cannot take worker id" in m]) == 1
+        redis("ACL", "SETUSER", "qw", "+evalsha")
+        q.wait_message("ready", 5)
         assert q.stop() == 0
     finally:
         redis.stop()

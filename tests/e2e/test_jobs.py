@@ -298,3 +298,77 @@ def test_handler_concurrency_limit_runs_its_tasks_in_waves(redis, start_qworker)
     starts = sorted((started(e) - pushed) / 1e6 for e in done)
     waves = [round(s / 0.3) for s in starts]
     assert waves == [0, 0, 1, 1, 2, 2], f"start times {starts}"
+
+
+def test_the_same_envelope_pushed_twice_runs_twice_through_the_schedule(redis, start_qworker):
+    """Two pushes of one envelope with an id and a delay, or failing at the same attempt, were
+    one member of the schedule sorted set: one of them never ran."""
+    q = start_qworker(redis.port, handlers=[
+        {"name": "fail", "type": "exec", "command": ["/bin/false", "--"], "max_attempts": 2,
+         "backoff": 0.1}])
+    q.wait_message("ready", 10)
+    delayed = env(id="twice", handler="sleep", args=0, delay=0.3)
+    failing = env(id="fails-twice", handler="fail")
+    push(redis, delayed, delayed, failing, failing)
+    wait_for(lambda: len(q.completions("ok")) >= 2 and redis("LLEN", "qworker:dead") >= 2, 15,
+             "both delayed copies to run and both failing copies to be dead-lettered")
+    assert [e["QWORKER_TASK_ID"] for e in q.completions("ok")] == ["twice", "twice"]
+    dead = dead_entries(redis)
+    assert [(d["id"], d["attempts"]) for d in dead] == [("fails-twice", 2)] * 2
+    assert redis("ZCARD", "qworker:schedule") == 0
+
+
+def test_text_from_a_task_cannot_forge_log_lines_or_drive_the_terminal(redis, start_qworker):
+    q = start_qworker(redis.port, log={"target": "stderr"}, handlers=[
+        {"name": "noisy", "type": "exec", "max_attempts": 1,
+         "command": [PY, "-c", "import sys; sys.stdout.buffer.write("
+                     "b'out\\x1b[2J\\x7f\\x9b\\xc2\\x9b\\rFAKE err forged\\n')", "--"]}])
+    q.wait_message("ready", 10)
+    push(redis, env(id="x\nFAKE 2026-01-01 00:00:00.000 err forged", handler="sleep", args=0),
+         env(id="esc", handler="\x1b[2J\x1b[31mPWNED"), env(id="noisy", handler="noisy"),
+         b'{"id": "bad json \x1b]0;title\x07", ')
+    wait_for(lambda: "task noisy done" in q.stderr_text() and "task x\\nFAKE" in q.stderr_text()
+             and q.stderr_text().count("outcome=invalid") == 2, 10, "the four tasks to end")
+    raw = open(q.stderr_path, "rb").read()
+    for hostile in (b"\x1b", b"\x7f", b"\x9b", b"\xc2\x9b", b"\x07", b"\r"):
+        assert hostile not in raw, f"{hostile!r} reached the log: {raw[-2000:]!r}"
+    assert not [line for line in raw.split(b"\n") if line.startswith(b"FAKE")]
+    assert b"task x\\nFAKE 2026-01-01" in raw
+
+
+def test_a_retried_payload_holding_nul_bytes_runs_again_whole(redis, start_qworker, workdir):
+    """jansson wrote NUL as \\u0000 in the retry wrapper and refused it when reading it back:
+    the retry was dead-lettered as invalid JSON."""
+    got, marker = os.path.join(workdir, "got"), os.path.join(workdir, "failed-once")
+    q = start_qworker(redis.port, handlers=[
+        {"name": "second", "type": "exec", "args": "stdin", "max_attempts": 2, "backoff": 0.1,
+         "command": [PY, "-c", "import os, sys; d = sys.stdin.buffer.read(); "
+                     "os.path.exists(sys.argv[1]) or (open(sys.argv[1], 'w').close(), "
+                     "sys.exit(1)); open(sys.argv[2], 'wb').write(d)", marker, got]}],
+        queues=[{"name": "queue", "handler": "second"}])
+    q.wait_message("ready", 10)
+    payload = b"a\x00b c\x00"  # UTF-8 text but for its NUL bytes
+    push(redis, payload)
+    done = q.wait_completions(2, 10)
+    assert [e["QWORKER_OUTCOME"] for e in done] == ["failed", "ok"]
+    assert open(got, "rb").read() == payload
+    assert redis("LLEN", "qworker:dead") == 0
+
+
+def test_sigterm_puts_tasks_waiting_under_a_handler_limit_back_at_once(redis, start_qworker,
+                                                                       workdir):
+    """They have not started: on a stop they go back at once instead of starting one by one as
+    the running one ends, for the whole drain."""
+    log = os.path.join(workdir, "started")
+    q = start_qworker(redis.port, worker={"concurrency": 10, "shutdown_timeout": 10, "id": "w"},
+                      handlers=[{"name": "one", "type": "exec", "concurrency": 1,
+                                 "command": ["/bin/sh", "-c", 'echo "$1" >> "$0"; sleep 1', log]}])
+    q.wait_message("ready", 10)
+    push(redis, *[env(id=f"t{i}", handler="one", args=[f"t{i}"]) for i in range(5)])
+    wait_for(lambda: os.path.exists(log) and redis("HLEN", "qworker:inflight:w") == 5, 10,
+             "one task running, four waiting")
+    q.signal(signal.SIGTERM)
+    wait_for(lambda: redis("LLEN", "queue") == 4, 2, "the four waiting tasks back in the queue")
+    assert q.wait_exit(10) == 0
+    assert len(open(log).read().split()) == 1, "a waiting task started during the drain"
+    assert redis("LLEN", "queue") == 4 and redis("EXISTS", "qworker:inflight:w") == 0

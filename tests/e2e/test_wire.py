@@ -1,0 +1,150 @@
+"""The Lua scripts, each alone on a real redis-server (as build/lua/ holds them, includes expanded),
+against the golden vectors of tests/wire/vectors.json that src/wire.c is checked against too
+(tests/unit/test_wire.c): both sides of every byte format pinned to the same bytes."""
+
+import base64
+import json
+import os
+
+import pytest
+
+from harness import ROOT
+
+LUA = os.path.join(ROOT, os.environ.get("QWORKER_LUA_DIR", "build/lua"))
+VECTORS = json.load(open(os.path.join(ROOT, "tests", "wire", "vectors.json"), encoding="utf-8"))
+
+
+def script(name):
+    with open(os.path.join(LUA, f"{name}.lua")) as f:
+        return f.read()
+
+
+def run(redis, name, keys, args):
+    return redis("EVAL", script(name), len(keys), *keys, *args)
+
+
+def test_reap_writes_the_golden_recovered_wrappers(redis):
+    for i, v in enumerate(VECTORS["recovered"]):
+        payload = base64.b64decode(v["payload_base64"])
+        redis("HSET", "qworker:inflight:gone", f"id{i}", b"queue\x00" + payload)
+    redis("SADD", "qworker:workers", "gone")
+    got = run(redis, "reap", ["qworker:workers", "qworker:dead"], ["qworker", "me", 1000])
+    assert got == [b"gone", len(VECTORS["recovered"]), 0]
+    items = set(redis("LRANGE", "queue", 0, -1))
+    assert items == {v["recovered"].encode() for v in VECTORS["recovered"]}
+    assert redis("SISMEMBER", "qworker:workers", "gone") == 0
+
+
+def test_due_puts_the_golden_schedule_members_back_as_their_wrappers(redis):
+    for v in VECTORS["encoded"]:
+        redis("ZADD", "qworker:schedule", 1, v["schedule_member"])
+    moved, _ = run(redis, "due", ["qworker:schedule", "qworker:dead"], [10, 1000])
+    assert moved == len(VECTORS["encoded"])
+    assert set(redis("LRANGE", "queue", 0, -1)) == {v["wrapper"].encode()
+                                                   for v in VECTORS["encoded"]}
+    assert redis("ZCARD", "qworker:schedule") == 0
+
+
+def test_due_sends_a_member_it_cannot_read_to_the_dead_list(redis):
+    redis("ZADD", "qworker:schedule", 1, "not json")
+    redis("SET", "elsewhere", "a string")
+    redis("ZADD", "qworker:schedule", 2, json.dumps({"queue": "elsewhere", "task": "5"}))
+    run(redis, "due", ["qworker:schedule", "qworker:dead"], [10, 1000])
+    dead = [json.loads(d) for d in redis("LRANGE", "qworker:dead", 0, -1)]
+    assert sorted(d["reason"] for d in dead) == ["bad_schedule_entry"] * 2
+    assert redis("GET", "elsewhere") == b"a string"
+
+
+FETCH_KEYS = ["qworker:inflight:w", "bad", "queue"]
+
+
+def test_fetch_skips_a_queue_of_the_wrong_type_and_serves_the_next(redis):
+    redis("SET", "bad", "x")
+    redis("LPUSH", "queue", "a", "b")
+    got = run(redis, "fetch", FETCH_KEYS, [3, "i1", "i2", "i3"])
+    assert got[:2] == [2, 1] and got[2] == 0 and got[3].startswith(b"WRONGTYPE")
+    assert got[4:] == [1, b"a", 1, b"b"]
+    assert redis("HGETALL", "qworker:inflight:w") == [b"i1", b"queue\x00a", b"i2", b"queue\x00b"]
+    assert redis("GET", "bad") == b"x"
+
+
+def test_fetch_refuses_whole_when_its_in_flight_hash_is_the_wrong_type(redis):
+    redis("SET", "qworker:inflight:w", "x")
+    redis("LPUSH", "queue", "a")
+    with pytest.raises(RuntimeError, match="WRONGTYPE qworker:inflight:w"):
+        run(redis, "fetch", FETCH_KEYS, [1, "i1"])
+    assert redis("LLEN", "queue") == 1
+
+
+def test_fetch_is_refused_whole_at_maxmemory(redis):
+    redis("LPUSH", "queue", "a")
+    redis("CONFIG", "SET", "maxmemory", "1")
+    try:
+        with pytest.raises(RuntimeError, match="^OOM"):
+            run(redis, "fetch", FETCH_KEYS, [1, "i1"])
+    finally:
+        redis("CONFIG", "SET", "maxmemory", "0")
+    assert redis("LLEN", "queue") == 1
+
+
+RECORD_KEYS = ["qworker:inflight:w", "qworker:stats", "qworker:dead", "qworker:schedule",
+               "qworker:recorded:w", "queue"]
+
+
+def record_args(tag):
+    # One group of two acknowledged tasks of queue 6; then a dead letter, a retry, a requeue.
+    return [tag, "1", "1", "6", "2", "ok1", "ok2",
+            "d1", "6", "d", "", "DEAD",
+            "r1", "6", "r", "1234", "RETRY",
+            "q1", "6", "q", "", "AGAIN"]
+
+
+def stats(redis):
+    flat = redis("HGETALL", "qworker:stats")
+    return {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2])}
+
+
+def test_record_applies_a_batch_once_whatever_the_resends(redis):
+    for i in ("ok1", "ok2", "d1", "r1", "q1"):
+        redis("HSET", "qworker:inflight:w", i, b"queue\x00x")
+    assert run(redis, "record", RECORD_KEYS, record_args("t:1")) == [5, 0, 0]
+    want = {"processed": 4, "succeeded": 2, "failed": 2, "dead": 1, "retried": 1, "requeued": 1,
+            "queue:queue:processed": 4, "queue:queue:succeeded": 2, "queue:queue:failed": 2,
+            "queue:queue:dead": 1, "queue:queue:retried": 1, "queue:queue:requeued": 1}
+    assert stats(redis) == want
+    assert redis("LRANGE", "qworker:dead", 0, -1) == [b"DEAD"]
+    assert redis("ZRANGE", "qworker:schedule", 0, -1, "WITHSCORES") == [b"RETRY", b"1234"]
+    assert redis("LRANGE", "queue", 0, -1) == [b"AGAIN"]
+    assert redis("HLEN", "qworker:inflight:w") == 0
+    # Its reply lost, the same batch comes again: nothing twice.
+    assert run(redis, "record", RECORD_KEYS, record_args("t:1")) == [0, 0, 1]
+    # Under another tag (a later process), tasks no longer in flight are not recorded again.
+    assert run(redis, "record", RECORD_KEYS, record_args("t:2")) == [0, 5, 0]
+    assert stats(redis) == want
+    assert redis("LLEN", "qworker:dead") == 1 and redis("LLEN", "queue") == 1
+
+
+@pytest.mark.parametrize("key", RECORD_KEYS)
+def test_record_writes_nothing_when_a_key_is_the_wrong_type(redis, key):
+    for i in ("ok1", "ok2", "d1", "r1", "q1"):
+        redis("HSET", "qworker:inflight:w", i, b"queue\x00x")
+    if key == "qworker:inflight:w":
+        redis("RENAME", key, "saved")
+    redis("SADD", key, "wrong")
+    with pytest.raises(RuntimeError, match=f"^WRONGTYPE {key} is a set"):
+        run(redis, "record", RECORD_KEYS, record_args("t:1"))
+    for other in RECORD_KEYS:
+        if other != key:
+            assert redis("TYPE", other) in ("none", "hash"), f"{other} was written"
+    assert redis("HLEN", "qworker:inflight:w" if key != "qworker:inflight:w" else "saved") == 5
+
+
+def test_requeue_sends_an_entry_whose_queue_is_not_a_list_to_the_dead_list(redis):
+    redis("SET", "gone-wrong", "x")
+    redis("HSET", "qworker:inflight:w", "i1", b"gone-wrong\x00payload", "i2", b"queue\x00ok")
+    assert run(redis, "requeue", ["qworker:inflight:w", "qworker:dead"], [1000]) == [2, 0]
+    dead = json.loads(redis("LINDEX", "qworker:dead", 0))
+    assert (dead["payload"], dead["reason"], dead["queue"], dead["id"]) == \
+        ("payload", "wrong_type", "gone-wrong", "i1")
+    assert redis("LRANGE", "queue", 0, -1) == [b'{"payload":"ok","recoveries":1}']
+    assert redis("GET", "gone-wrong") == b"x"
