@@ -93,7 +93,7 @@ endef
 deps:
 	$(call ensure_debs,$(DEB_BUILD))
 deps-test:
-	$(call ensure_debs,$(DEB_TEST))
+	$(call ensure_debs,$(DEB_TEST) $(DEB_LINT) $(DEB_FUZZ) $(DEB_DEB))
 deps-demo:
 	$(call ensure_debs,$(DEB_DEMO))
 
@@ -104,9 +104,9 @@ demo: deps-demo
 unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done
 
-# Every test: unit tests plain, under valgrind and under both sanitizers; the end-to-end suite
-# against the plain build, then again against the ASan+UBSan and TSan builds; the .deb in a real
-# systemd.
+# Every test: static analysis; unit tests plain, under valgrind and under both sanitizers; a
+# short round of every fuzz target; the end-to-end suite against the plain build, then again
+# against the ASan+UBSan and TSan builds; the .deb in a real systemd.
 test: deps-test
 	@$(MAKE) --no-print-directory all unit asan tsan deb
 	tests/run-all.sh

@@ -21,8 +21,8 @@ char *base64_encode(const void *data, size_t len)
             v |= p[i + 2];
         out[o++] = tbl[(v >> 18) & 63];
         out[o++] = tbl[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? tbl[v & 63] : '=';
+        out[o++] = (char)(i + 1 < len ? tbl[(v >> 6) & 63] : '=');
+        out[o++] = (char)(i + 2 < len ? tbl[v & 63] : '=');
     }
     out[o] = '\0';
     return out;

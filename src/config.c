@@ -37,10 +37,13 @@ static const char *const exec_names[] = {
     "max_output", "max_line", NULL};
 static const char *const log_names[] = {"level", "target", NULL};
 
-static int fail(struct parse *p, const config_setting_t *s, const char *fmt, ...)
+static void failv(struct parse *p, const config_setting_t *s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Sets the error and is -1. A macro so that clang's analyser sees the -1: it does not follow
+ * calls to variadic functions, and without it reports a dozen false paths. */
+#define fail(p, s, ...) (failv((p), (s), __VA_ARGS__), -1)
 
-static int fail(struct parse *p, const config_setting_t *s, const char *fmt, ...)
+static void failv(struct parse *p, const config_setting_t *s, const char *fmt, ...)
 {
     char msg[512];
     const char *file = p->path;
@@ -56,7 +59,6 @@ static int fail(struct parse *p, const config_setting_t *s, const char *fmt, ...
             file = config_setting_source_file(s);
     }
     snprintf(p->err, p->errlen, "%s:%d: %s", file, line, msg);
-    return -1;
 }
 
 static bool in_list(const char *name, const char *const names[])
@@ -103,6 +105,8 @@ static int get_string(struct parse *p, const config_setting_t *group, const char
         if (config_setting_type(s) != CONFIG_TYPE_STRING)
             return fail(p, s, "'%s' must be a string in double quotes", name);
         v = config_setting_get_string(s);
+        if (v == NULL) /* never for a setting read from a file; the analyser cannot know */
+            v = def;
     }
     *out = v ? strdup(v) : NULL;
     if (v != NULL && *out == NULL)
@@ -289,7 +293,7 @@ static int parse_command(struct parse *p, const config_setting_t *h, struct hand
         return fail(p, h, "exec handler '%s' needs a 'command' = [\"/path/to/program\", ...]",
                     out->name);
     n = config_setting_length(cmd);
-    if (!(config_setting_is_array(cmd) || config_setting_is_list(cmd)) || n == 0)
+    if (!(config_setting_is_array(cmd) || config_setting_is_list(cmd)) || n <= 0)
         return fail(p, cmd, "'command' must be a non-empty list of strings");
     out->argv = calloc((size_t)n + 1, sizeof(*out->argv));
     if (out->argv == NULL)
@@ -363,7 +367,7 @@ static int parse_exec(struct parse *p, const config_setting_t *h, struct handler
         out->args_stdin = args[0] == 's';
         free(args);
     } else {
-        fail(p, config_setting_get_member(h, "args"),
+        failv(p, config_setting_get_member(h, "args"),
              "'args' must be \"argv\" or \"stdin\", not \"%s\"", args);
         free(args);
         return -1;
@@ -382,8 +386,10 @@ static int parse_handler(struct parse *p, const config_setting_t *h, struct hand
     if (get_string(p, h, "name", NULL, &out->name) < 0 ||
         get_string(p, h, "type", NULL, &type) < 0)
         return -1;
-    if (out->name == NULL || out->name[0] == '\0')
+    if (out->name == NULL || out->name[0] == '\0') {
+        free(type);
         return fail(p, h, "a handler needs a 'name'");
+    }
     if (type == NULL)
         return fail(p, h, "handler '%s' needs a 'type' (\"sleep\" or \"exec\")", out->name);
     if (strcmp(type, "exec") == 0) {
@@ -392,7 +398,7 @@ static int parse_handler(struct parse *p, const config_setting_t *h, struct hand
         return parse_exec(p, h, out);
     }
     if (strcmp(type, "sleep") != 0) {
-        fail(p, config_setting_get_member(h, "type"),
+        failv(p, config_setting_get_member(h, "type"),
              "handler '%s': unknown type \"%s\" (\"sleep\" or \"exec\")", out->name, type);
         free(type);
         return -1;
@@ -462,7 +468,7 @@ static int parse_queue(struct parse *p, const config_setting_t *q, struct config
     out->handler = find_handler(c, handler);
     if (out->handler == NULL) {
         const config_setting_t *hs = config_setting_get_member(q, "handler");
-        fail(p, hs ? hs : q, "queue '%s': no handler named '%s' in 'handlers'", out->name,
+        failv(p, hs ? hs : q, "queue '%s': no handler named '%s' in 'handlers'", out->name,
              handler);
         free(handler);
         return -1;

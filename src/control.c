@@ -82,7 +82,8 @@ static void reload(struct daemon *d, struct control *c)
                 "without a restart",
                 d->conf->path, fixed);
         config_free(next);
-    } else if ((grown = realloc(d->retired, (size_t)(d->nretired + 1) * sizeof(*grown))) == NULL) {
+    } else if ((grown = realloc(d->retired,
+                                (size_t)(d->nretired + 1) * sizeof(struct config *))) == NULL) {
         log_err("reload refused: out of memory");
         config_free(next);
     } else {
@@ -175,7 +176,7 @@ static int64_t stop_budget_us(const struct config *conf)
 
 void control_stop(struct daemon *d, const sigset_t *signals)
 {
-    struct timespec tick = {0, 20 * 1000 * 1000}; /* exit promptly once the reporter is done */
+    struct timespec tick = {0, 20L * 1000 * 1000}; /* exit promptly once the reporter is done */
     int64_t next_ping = 0, give_up = clock_mono_us() + stop_budget_us(d->conf);
     bool now = false, stuck = false;
     char status[128];

@@ -336,6 +336,7 @@ static int spawn(struct exec_run *r, int in[2], int out[2], int err[2])
         posix_spawnattr_setpgroup(&attr, 0);
         posix_spawnattr_setsigmask(&attr, &none);
         posix_spawnattr_setsigdefault(&attr, &all);
+        /* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): argc >= 1 (config.c) */
         rc = posix_spawn(&r->pid, argv[0], &fa, &attr, argv, env);
         posix_spawnattr_destroy(&attr);
         posix_spawn_file_actions_destroy(&fa);

@@ -98,7 +98,7 @@ static void text_key(const char *key, char *out, size_t len)
     if (strncmp(key, "QWORKER_", 8) == 0)
         key += 8;
     for (; key[i] != '\0' && i + 1 < len; i++)
-        out[i] = (key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i];
+        out[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
     out[i] = '\0';
 }
 

@@ -65,7 +65,7 @@ size_t logtext_escape(const char *in, size_t len, char *out, size_t outlen)
             w = 1;
         } else if (c == '\n' || c == '\r' || c == '\t') {
             esc[0] = '\\';
-            esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            esc[1] = (char)(c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
             w = 2;
         } else if (c >= 0x80 && (n = utf8_len(s + i, len - i)) > 0 && !utf8_hostile(s + i, n)) {
             for (w = 0; w < n; w++)

@@ -49,6 +49,7 @@ struct loop {
     atomic_int stop_request; /* written by any thread, acted on by the loop thread */
     enum stop_mode stopping; /* loop thread: what it is doing about it */
     bool inbox_closed;
+    /* cppcheck-suppress unusedStructMember ; used through the LIST_* macros */
     LIST_HEAD(, task) running;
     size_t nrunning;
 
@@ -365,7 +366,7 @@ static void *loop_main(void *arg)
 {
     struct loop *loop = arg;
     int ms = health_period_ms();
-    struct timeval period = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval period = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
 
     health_beat(THREAD_LOOP);
     evtimer_add(loop->tick, &period);

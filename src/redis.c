@@ -62,7 +62,7 @@ const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len)
 
 static struct timeval ms_to_tv(int ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     return tv;
 }
 

@@ -177,7 +177,7 @@ static void log_completion(struct reporter *rp, const struct task *t)
         f[n++] = f[8];
     if (t->due_ms > 0)
         snprintf(fate, sizeof(fate), "; attempt %d of %d, next in %.1f s", t->attempt,
-                 max_attempts(t), (double)(t->due_ms - clock_real_us() / 1000) / 1000);
+                 max_attempts(t), (double)(t->due_ms * 1000 - clock_real_us()) / 1e6);
     else if (t->dead && t->outcome != OUTCOME_INVALID)
         snprintf(fate, sizeof(fate), "; attempt %d of %d, moved to %s", t->attempt,
                  max_attempts(t), rp->dead_key);

@@ -13,11 +13,11 @@
  * NUL: jansson writes NUL as \u0000, which its reader refuses), else "payload_base64". */
 static int set_payload(json_t *o, const char *p, size_t len)
 {
-    json_t *text = memchr(p, '\0', len) == NULL ? json_stringn(p, len) : NULL;
+    json_t *str = memchr(p, '\0', len) == NULL ? json_stringn(p, len) : NULL;
     char *b64;
 
-    if (text != NULL)
-        return json_object_set_new(o, "payload", text);
+    if (str != NULL)
+        return json_object_set_new(o, "payload", str);
     b64 = base64_encode(p, len);
     if (b64 == NULL)
         return -1;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: the unit tests plain, under valgrind, and under ASan+UBSan and TSan; then the
+# Runs every test: static analysis; the unit tests plain, under valgrind, and under ASan+UBSan
+# and TSan; then the
 # end-to-end suite against the plain build and against both sanitizer builds; then the .deb in a
 # real systemd (../shared/systemd-sandbox). Build first (make test
 # does). Prints one closing line: "N passed, N failed".
@@ -35,6 +36,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1
 
+step "lint (cppcheck, clang-tidy)" tests/lint.sh
 step "unit tests" unit_all build
 step "unit tests under valgrind" unit_all build valgrind -q --error-exitcode=99 \
     --leak-check=full --errors-for-leak-kinds=definite
