@@ -26,6 +26,8 @@ N_MILLION = 200_000 if QUICK else 1_000_000
 N_EXEC = 2_000 if QUICK else 10_000
 N_LATE = 100_000
 N_PICKUP = 300 if QUICK else 1000
+N_SOAK = 1_000_000 if QUICK else 10_000_000
+SOAK_EARLY = N_SOAK // 10
 HZ = os.sysconf("SC_CLK_TCK")
 
 rows = []
@@ -122,6 +124,42 @@ def noop_throughput(b, delivery, piped):
         took = time.monotonic() - t0
         cpu = cpu_seconds(q.pid) - cpu0
         return N_NOOP / took, cpu / N_NOOP * 1e6
+    finally:
+        if q:
+            b.stop(q)
+
+
+def rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak(b):
+    """N_SOAK no-op tasks through one daemon (at-least-once), fed in rounds so that Redis never
+    holds more than a few million: resident memory once a tenth have run, and at the end. A
+    leak of a few bytes a task shows as tens of megabytes here."""
+    q = None
+    rounds = 10
+    try:
+        b.redis("FLUSHALL")
+        push_many(b.redis, "0", N_SOAK // rounds)
+        q = b.worker(flush=False,
+                     worker={"concurrency": 10000, "fetch_batch": 1000, "id": "soak"},
+                     log={"target": "stderr", "level": "notice"})
+        t0 = time.monotonic()
+        early = None
+        for r in range(1, rounds):
+            # The next round goes in while this one runs: the queue never runs dry.
+            push_many(b.redis, "0", N_SOAK // rounds)
+            wait_for(lambda: stats(b.redis, "succeeded") >= r * (N_SOAK // rounds), 300,
+                     "a round of the soak", interval=0.05)
+            if early is None and stats(b.redis, "succeeded") >= SOAK_EARLY:
+                early = rss_mb(q.pid)
+        wait_for(lambda: stats(b.redis, "succeeded") >= N_SOAK, 300, "the soak", interval=0.05)
+        took = time.monotonic() - t0
+        return early, rss_mb(q.pid), N_SOAK / took
     finally:
         if q:
             b.stop(q)
@@ -254,6 +292,9 @@ def write_markdown(piped, plain, started):
               "qworker adds the hand-over from its consumer thread to its loop thread.",
               "- timer lateness: 100,000 tasks of 2 s in flight; how late each timer fired, from "
               "the daemon's own histogram (SIGUSR1 state line, 0.1 ms buckets, rounded up).",
+              "- soak: 10,000,000 no-op tasks through one at-least-once daemon, pushed in ten "
+              "rounds of a million (each pushed while the one before runs); resident memory "
+              "(VmRSS) once the first million have succeeded and after the last.",
               "- exec: 10,000 tasks of `/bin/true` (concurrency 64) from the first push to the "
               "last success; then `ps --ppid` for zombies. The ceiling beside it is "
               "`build/spawn_ceiling`: one process per core doing nothing but posix_spawn and "
@@ -297,6 +338,10 @@ def main():
             p99, worst = lateness(b)
             row("timer lateness, 100,000 in flight: p99", f"{p99:.1f}", "ms", "<= 5 ms", p99 <= 5,
                 note=f"(max {worst:.1f} ms)")
+            early, late, rate = soak(b)
+            row(f"soak, {N_SOAK:,} no-op tasks: RSS at {SOAK_EARLY:,} -> at {N_SOAK:,}",
+                f"{early:.1f} -> {late:.1f}", "MB", "within 5%", late <= early * 1.05,
+                note=f"({rate:,.0f} tasks/s over the whole soak)")
             ceiling = spawn_ceiling()
             rate, zombies = exec_true(b)
             row(f"exec /bin/true x {N_EXEC:,}", f"{rate:,.0f}", "tasks/s", ">= 2,000/s, no zombie",
