@@ -179,6 +179,21 @@ def test_example_config_is_valid():
         assert r.returncode == 0, (conf, r.stderr)
 
 
+def test_t_warns_about_exec_commands_without_end_of_options(workdir):
+    """Whoever can push chooses the arguments: without a final "--" they may be options."""
+    path = os.path.join(workdir, "exec.conf")
+    with open(path, "w") as f:
+        f.write('handlers = ( { name = "open"; type = "exec"; command = ["/bin/echo", "-n"]; },\n'
+                '             { name = "closed"; type = "exec"; command = ["/bin/echo", "--"]; },\n'
+                '             { name = "fed"; type = "exec"; command = ["/bin/cat"]; '
+                'args = "stdin"; } );\n')
+    r = run_qworker("-t", "-c", path)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert len(warned) == 1 and "handler open" in warned[0] and '"--"' in warned[0], r.stderr
+    assert r.stderr.splitlines()[-1].endswith("configuration is valid")
+
+
 def test_missing_config_file_exits_78(workdir):
     r = run_qworker("-c", os.path.join(workdir, "absent.conf"))
     assert r.returncode == 78 and "absent.conf:0: cannot read" in r.stderr
