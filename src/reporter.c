@@ -1,7 +1,6 @@
 #include "reporter.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 #include "record.h"
 #include "redis.h"
 #include "reply.h"
+#include "retry.h"
 #include "task.h"
 #include "taskq.h"
 
@@ -139,13 +139,6 @@ static int priority_of(const struct task *t)
     return LOG_WARNING;
 }
 
-static int max_attempts(const struct task *t)
-{
-    if (t->max_attempts > 0)
-        return t->max_attempts;
-    return t->handler->type == HANDLER_EXEC ? t->handler->max_attempts : 1;
-}
-
 static void log_completion(struct reporter *rp, const struct task *t)
 {
     char duration[24], attempt[16], started[24], status[16], fate[96] = "";
@@ -177,10 +170,10 @@ static void log_completion(struct reporter *rp, const struct task *t)
         f[n++] = f[8];
     if (t->due_ms > 0)
         snprintf(fate, sizeof(fate), "; attempt %d of %d, next in %.1f s", t->attempt,
-                 max_attempts(t), (double)(t->due_ms * 1000 - clock_real_us()) / 1e6);
+                 retry_max_attempts(t), (double)(t->due_ms * 1000 - clock_real_us()) / 1e6);
     else if (t->dead && t->outcome != OUTCOME_INVALID)
         snprintf(fate, sizeof(fate), "; attempt %d of %d, moved to %s", t->attempt,
-                 max_attempts(t), rp->dead_key);
+                 retry_max_attempts(t), rp->dead_key);
     if (t->outcome == OUTCOME_OK)
         log_fields(priority_of(t), f, n, "task %s done", t->label);
     else
@@ -188,45 +181,13 @@ static void log_completion(struct reporter *rp, const struct task *t)
                    task_reason(t), fate);
 }
 
-/* Exponential backoff with +-25% jitter: spreads retries of tasks that failed together. */
-static int64_t backoff_ms(struct reporter *rp, const struct task *t)
+/* xorshift64: the jitter only has to spread retries apart, not be unpredictable. */
+static uint64_t draw(struct reporter *rp)
 {
-    double base = t->handler->backoff * pow(2, t->attempt - 1);
-    double jitter;
-
-    if (base > t->handler->backoff_max)
-        base = t->handler->backoff_max;
     rp->rng ^= rp->rng << 13;
     rp->rng ^= rp->rng >> 7;
     rp->rng ^= rp->rng << 17;
-    jitter = 0.75 + 0.5 * (double)(rp->rng % 1000000) / 1e6;
-    return (int64_t)(base * jitter * 1000);
-}
-
-/* Retry, dead letter, or the schedule for a delayed task. */
-static void decide(struct reporter *rp, struct task *t)
-{
-    /* Rounded up, so that a task never runs before its delay is over. */
-    int64_t now_ms = (clock_real_us() + 999) / 1000;
-
-    switch (t->outcome) {
-    case OUTCOME_FAILED:
-    case OUTCOME_TIMEOUT:
-        if (t->attempt < max_attempts(t))
-            t->due_ms = now_ms + backoff_ms(rp, t);
-        else
-            t->dead = true;
-        break;
-    case OUTCOME_INVALID:
-        t->dead = true;
-        break;
-    case OUTCOME_DELAYED:
-        t->due_ms = now_ms + (int64_t)ceil(t->delay * 1000);
-        break;
-    case OUTCOME_OK:
-    case OUTCOME_REQUEUED:
-        break;
-    }
+    return rp->rng;
 }
 
 /* The tag of the next batch: unique to this process and batch, the same on every resend. */
@@ -366,7 +327,7 @@ static void count_lateness(struct reporter *rp, int64_t late_us)
 static void take(struct reporter *rp, struct task *batch)
 {
     for (struct task *t = batch; t != NULL; t = t->next) {
-        decide(rp, t);
+        retry_decide(t, clock_real_us(), draw(rp));
         if (t->outcome == OUTCOME_OK && t->sleep_us > 0)
             count_lateness(rp, t->finished_mono_us - t->started_mono_us - t->sleep_us);
         if (t->outcome == OUTCOME_OK)
