@@ -1,0 +1,57 @@
+#include "fetch.h"
+
+#include <poll.h>
+
+#include "clock.h"
+#include "health.h"
+#include "log.h"
+
+/* After Redis refused a fetch: the first wait, doubling up to the last. */
+#define REFUSED_MIN_MS 50
+#define REFUSED_MAX_MS 1000
+
+void fetch_refused(struct fetch_ctx *ctx, const redisReply *reply, enum rclass cls)
+{
+    if (ctx->refused_backoff_ms < REFUSED_MIN_MS)
+        ctx->refused_backoff_ms = REFUSED_MIN_MS;
+    rcond_begin(&ctx->refused, cls == RC_RETRY ? LOG_WARNING : LOG_ERR, reply_text(reply),
+                "redis does not hand out tasks (%s); trying again", rclass_name(cls));
+    ctx->pause_until_us = clock_mono_us() + (int64_t)ctx->refused_backoff_ms * 1000;
+    ctx->refused_backoff_ms = ctx->refused_backoff_ms * 2 > REFUSED_MAX_MS
+                                  ? REFUSED_MAX_MS
+                                  : ctx->refused_backoff_ms * 2;
+}
+
+void fetch_taken(struct fetch_ctx *ctx)
+{
+    rcond_end(&ctx->refused, "redis hands out tasks again");
+    ctx->refused_backoff_ms = REFUSED_MIN_MS;
+}
+
+void fetch_queue_bad(struct fetch_ctx *ctx, int q, const char *why)
+{
+    rcond_begin(&ctx->queue_bad[q], LOG_ERR, why,
+                "queue %s is skipped: it cannot be read as a list; nothing in it is touched and "
+                "the other queues are served",
+                ctx->conf->queues[q].name);
+}
+
+void fetch_queue_good(struct fetch_ctx *ctx, int q)
+{
+    rcond_end(&ctx->queue_bad[q], "queue %s is served again", ctx->conf->queues[q].name);
+}
+
+int fetch_slice_ms(int64_t left_us)
+{
+    int64_t ms = (left_us + 999) / 1000;
+
+    return ms < health_period_ms() ? (int)ms : health_period_ms();
+}
+
+void fetch_pause(struct fetch_ctx *ctx, int ms)
+{
+    struct pollfd pfd = {.fd = ctx->wakefd, .events = POLLIN};
+
+    if (ms > 0 && poll(&pfd, 1, ms < health_period_ms() ? ms : health_period_ms()) > 0)
+        ctx->interrupted(ctx->owner);
+}
