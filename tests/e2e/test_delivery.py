@@ -161,7 +161,7 @@ def test_sigterm_puts_500_running_tasks_back_at_the_front(redis, start_qworker):
     q.signal(signal.SIGTERM)
     assert q.wait_exit(5) == 0
     took = time.monotonic() - t0
-    assert took <= 3.0, f"exit took {took:.2f} s with shutdown_timeout = 2"
+    assert took <= 2.0 + 1.0 * SLOW, f"exit took {took:.2f} s with shutdown_timeout = 2"
     # The right end is popped first: the 500 interrupted tasks are ahead of the 10 waiting.
     assert redis("LRANGE", "queue", 0, -1) == [b"40"] * 10 + [b"30"] * 500
     assert inflight_keys(redis) == []

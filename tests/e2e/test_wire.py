@@ -148,3 +148,56 @@ def test_requeue_sends_an_entry_whose_queue_is_not_a_list_to_the_dead_list(redis
         ("payload", "wrong_type", "gone-wrong", "i1")
     assert redis("LRANGE", "queue", 0, -1) == [b'{"payload":"ok","recoveries":1}']
     assert redis("GET", "gone-wrong") == b"x"
+
+
+def heartbeat(token):
+    return json.dumps({"host": "h", "pid": 1, "token": token})
+
+
+def test_claim_takes_an_id_only_if_the_heartbeat_is_as_seen(redis):
+    keys = ["qworker:worker:w", "qworker:workers"]
+    assert run(redis, "claim", keys, [heartbeat("a"), 60000, "w", ""]) == 0
+    assert run(redis, "claim", keys, [heartbeat("b"), 60000, "w", ""]) == -1
+    assert json.loads(redis("GET", keys[0]))["token"] == "a"
+    assert run(redis, "claim", keys, [heartbeat("b"), 60000, "w", heartbeat("a")]) == 0
+    assert redis("SMEMBERS", keys[1]) == [b"w"]
+
+
+def test_beat_refreshes_its_own_heartbeat_and_rebuilds_it_after_a_flush(redis):
+    keys = ["qworker:worker:w", "qworker:workers"]
+    assert run(redis, "beat", keys, [heartbeat("a"), 60000, "w", "a"]) == 1
+    redis("SET", keys[0], heartbeat("other"))
+    assert run(redis, "beat", keys, [heartbeat("a"), 60000, "w", "a"]) == 0
+    assert json.loads(redis("GET", keys[0]))["token"] == "other"
+    redis("FLUSHALL")
+    assert run(redis, "beat", keys, [heartbeat("a"), 60000, "w", "a"]) == 1
+    assert redis("SMEMBERS", keys[1]) == [b"w"] and 0 < redis("PTTL", keys[0]) <= 60000
+
+
+def test_heartbeat_scripts_may_write_past_maxmemory(redis):
+    redis("CONFIG", "SET", "maxmemory", "1")
+    try:
+        assert run(redis, "beat", ["qworker:worker:w", "qworker:workers"],
+                   [heartbeat("a"), 60000, "w", "a"]) == 1
+    finally:
+        redis("CONFIG", "SET", "maxmemory", "0")
+
+
+def test_release_gives_the_id_back_only_with_nothing_in_flight(redis):
+    keys = ["qworker:worker:w", "qworker:workers", "qworker:inflight:w", "qworker:recorded:w"]
+    redis("SET", keys[0], heartbeat("a"))
+    redis("SADD", keys[1], "w")
+    redis("SET", keys[3], "a:1")
+    redis("HSET", keys[2], "i1", b"queue\x00x")
+    assert run(redis, "release", keys, ["w", "a"]) == 0
+    redis("DEL", keys[2])
+    assert run(redis, "release", keys, ["w", "b"]) == 0  # not ours
+    assert run(redis, "release", keys, ["w", "a"]) == 1
+    assert redis("EXISTS", keys[0], keys[3]) == 0 and redis("SCARD", keys[1]) == 0
+
+
+def test_rescue_puts_back_what_a_lost_fetch_moved_and_only_that(redis):
+    redis("HSET", "qworker:inflight:w", "lost", b"queue\x00a\x00b", "kept", b"queue\x00c")
+    assert run(redis, "rescue", ["qworker:inflight:w", "qworker:dead"], ["lost", "never"]) == 1
+    assert redis("LRANGE", "queue", 0, -1) == [b"a\x00b"]
+    assert redis("HKEYS", "qworker:inflight:w") == [b"kept"]
