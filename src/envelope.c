@@ -8,7 +8,7 @@
 
 #include <jansson.h>
 
-#include "base64.h"
+#include "wire.h"
 
 
 static const char *const fields[] = {"id",    "handler", "args",    "timeout",
@@ -88,40 +88,28 @@ static int check_args(struct task *t)
 /* NOLINTNEXTLINE(misc-no-recursion): one level per wrapper, each strictly shorter */
 static int unwrap(struct task *t, json_t *o, const struct config *conf)
 {
-    const json_t *p = json_object_get(o, "payload"), *b = json_object_get(o, "payload_base64");
-    const json_t *id = json_object_get(o, "id");
-    bool dead = json_object_get(o, "reason") != NULL;
-    bool ready = json_is_true(json_object_get(o, "ready"));
-    int attempt = 1, recoveries = 0;
-    char *raw = NULL;
-    size_t n;
+    struct wire_wrapped w;
+    const char *why;
 
-    if ((!dead && int_field(t, o, "attempt", 1000, &attempt) < 0) ||
-        int_field(t, o, "recoveries", 1000000, &recoveries) < 0)
-        return -1;
-    if (json_is_string(p)) {
-        n = json_string_length(p);
-        memcpy(t->payload, json_string_value(p), n); /* never longer than the JSON around it */
-    } else if (json_is_string(b) && (raw = base64_decode(json_string_value(b), &n)) != NULL) {
-        memcpy(t->payload, raw, n);
-        free(raw);
-    } else {
-        return invalid(t, "a wrapped task needs a \"payload\" string");
-    }
-    t->len = n;
-    if (!dead && json_is_string(id))
-        t->label_own = strdup(json_string_value(id));
-    json_decref(o);
+    if (wire_read_wrapper(o, &w, &why) < 0)
+        return invalid(t, "%s", why);
+    memcpy(t->payload, w.payload, w.len); /* never longer than the JSON around it */
+    t->len = w.len;
+    free(w.payload);
+    /* The outermost wrapper's id: it is the newest, and a nested one must not leak it. */
+    if (w.id != NULL && t->label_own == NULL)
+        t->label_own = strdup(w.id);
+    json_decref(o); /* w.id points into it: not used past here */
     t->json = NULL;
     t->args = NULL;
     if (envelope_parse(t, conf) < 0)
         return -1;
-    t->attempt = attempt;
-    t->recoveries = recoveries;
-    /* Workers running it keep dying (scripts.c counts): it is the likeliest cause. */
-    if (conf->max_recoveries > 0 && recoveries >= conf->max_recoveries)
+    t->attempt = w.attempt;
+    t->recoveries = w.recoveries;
+    /* Workers running it keep dying (the requeue scripts count): it is the likeliest cause. */
+    if (conf->max_recoveries > 0 && w.recoveries >= conf->max_recoveries)
         return invalid(t, "poison");
-    if (ready)
+    if (w.ready)
         t->delay = 0;
     if (t->label_own != NULL)
         t->label = t->label_own;
@@ -141,7 +129,7 @@ static int parse_object(struct task *t, const struct config *conf)
     t->json = o;
     if (!json_is_object(o))
         return invalid(t, "a JSON envelope must be an object");
-    if (json_object_get(o, "payload") != NULL || json_object_get(o, "payload_base64") != NULL)
+    if (wire_is_wrapper(o))
         return unwrap(t, o, conf);
     json_object_foreach(o, key, v)
     {

@@ -94,6 +94,60 @@ char *wire_dead_letter(const char *payload, size_t len, const char *id, const ch
     return dump(o, ok);
 }
 
+bool wire_is_wrapper(const json_t *o)
+{
+    return json_object_get(o, "payload") != NULL || json_object_get(o, "payload_base64") != NULL;
+}
+
+/* A whole number from 1 to max, if present. */
+static bool count_field(const json_t *o, const char *name, int max, int *out)
+{
+    const json_t *v = json_object_get(o, name);
+
+    if (v == NULL)
+        return true;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max)
+        return false;
+    *out = (int)json_integer_value(v);
+    return true;
+}
+
+int wire_read_wrapper(const json_t *o, struct wire_wrapped *out, const char **why)
+{
+    const json_t *p = json_object_get(o, "payload"), *b = json_object_get(o, "payload_base64");
+    const json_t *id = json_object_get(o, "id");
+    bool dead = json_object_get(o, "reason") != NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->attempt = 1;
+    if (!dead && !count_field(o, "attempt", 1000, &out->attempt)) {
+        *why = "\"attempt\" must be a whole number from 1 to 1000";
+        return -1;
+    }
+    if (!count_field(o, "recoveries", 1000000, &out->recoveries)) {
+        *why = "\"recoveries\" must be a whole number from 1 to 1000000";
+        return -1;
+    }
+    if (json_is_string(p)) {
+        out->len = json_string_length(p);
+        out->payload = malloc(out->len ? out->len : 1);
+        if (out->payload != NULL)
+            memcpy(out->payload, json_string_value(p), out->len);
+    } else if (json_is_string(b)) {
+        out->payload = base64_decode(json_string_value(b), &out->len);
+    } else {
+        *why = "a wrapped task needs a \"payload\" string";
+        return -1;
+    }
+    if (out->payload == NULL) {
+        *why = json_is_string(p) ? "out of memory" : "\"payload_base64\" is not base64";
+        return -1;
+    }
+    out->id = !dead && json_is_string(id) ? json_string_value(id) : NULL;
+    out->ready = json_is_true(json_object_get(o, "ready"));
+    return 0;
+}
+
 static bool is_int(const redisReply *r, long long lo, long long hi)
 {
     return r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= lo && r->integer <= hi;

@@ -17,7 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdbool.h>
+
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 
 struct task;
 
@@ -31,6 +34,21 @@ char *wire_dead_letter(const char *payload, size_t len, const char *id, const ch
 
 /* The task as it goes back into its queue for another attempt (or after a delay). */
 char *wire_task_wrapper(const struct task *t, int attempt);
+
+/* What a wrapper (or a dead letter moved back into a queue) holds. */
+struct wire_wrapped {
+    char *payload; /* malloc'd; may hold NUL bytes */
+    size_t len;
+    int attempt;         /* 1 for a dead letter: it runs again as a first attempt */
+    int recoveries;
+    const char *id;      /* points into the JSON; NULL for a dead letter or none */
+    bool ready;          /* its delay was served */
+};
+
+/* Whether a JSON object is one of qworker's wrappers (it holds "payload" or "payload_base64"). */
+bool wire_is_wrapper(const json_t *o);
+/* Reads a wrapper; 0, or -1 with why (a static string) and nothing to free. */
+int wire_read_wrapper(const json_t *o, struct wire_wrapped *out, const char **why);
 
 struct fetch_bad {
     int queue;         /* index in the fetch's queue list */

@@ -143,6 +143,23 @@ static void recovered_tasks_from_the_scripts_read_back_whole(void **state)
     json_decref(all);
 }
 
+/* A wrapper around a wrapper (a retried task recovered from a dead worker, say): the newest id
+ * wins and none leaks (valgrind runs this). */
+static void nested_wrappers_keep_the_outer_id(void **state)
+{
+    const char *inner = "{\"payload\":\"5\",\"attempt\":2,\"id\":\"inner\",\"ready\":true}";
+    char *outer = wire_wrapper(inner, strlen(inner), 3, "outer", 1);
+    struct task *t = task_new(&queues[0], outer, strlen(outer));
+
+    (void)state;
+    assert_int_equal(envelope_parse(t, &conf), 0);
+    assert_string_equal(t->label, "outer");
+    assert_int_equal(t->len, 1);
+    assert_memory_equal(t->payload, "5", 1);
+    task_free(t);
+    free(outer);
+}
+
 /* Hand-built replies, as hiredis would give them. */
 static redisReply *integer(long long n)
 {
@@ -240,6 +257,7 @@ int main(void)
         cmocka_unit_test(encoders_write_the_golden_bytes),
         cmocka_unit_test(wrappers_read_back_as_the_same_task),
         cmocka_unit_test(recovered_tasks_from_the_scripts_read_back_whole),
+        cmocka_unit_test(nested_wrappers_keep_the_outer_id),
         cmocka_unit_test(fetch_reply_is_read_whole),
         cmocka_unit_test(fetch_replies_that_make_no_sense_are_refused),
     };
