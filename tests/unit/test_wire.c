@@ -90,6 +90,21 @@ static void encoders_write_the_golden_bytes(void **state)
     json_decref(all);
 }
 
+/* The task that the JSON text v[key] becomes, with the payload it must hold. */
+static struct task *read_back(const json_t *v, const char *key, int *rc, char **payload,
+                              size_t *len)
+{
+    const char *text = str(v, key);
+    struct task *t = task_new(&queues[0], text, strlen(text));
+
+    assert_non_null(t);
+    *payload = payload_of(v, len);
+    *rc = envelope_parse(t, &conf);
+    assert_int_equal(t->len, *len);
+    assert_memory_equal(t->payload, *payload, *len);
+    return t;
+}
+
 /* What goes back to a queue comes back as the same task: the payload byte for byte, with its
  * attempt, id and recovery count, whatever the payload holds (NUL, invalid UTF-8, JSON). */
 static void wrappers_read_back_as_the_same_task(void **state)
@@ -101,13 +116,11 @@ static void wrappers_read_back_as_the_same_task(void **state)
     json_array_foreach(all, i, v)
     {
         size_t len;
-        char *p = payload_of(v, &len);
-        const char *w = str(v, "wrapper");
-        struct task *t = task_new(&queues[0], w, strlen(w));
+        char *p;
+        int rc;
+        struct task *t = read_back(v, "wrapper", &rc, &p, &len);
 
-        assert_int_equal(envelope_parse(t, &conf), 0);
-        assert_int_equal(t->len, len);
-        assert_memory_equal(t->payload, p, len);
+        assert_int_equal(rc, 0);
         assert_int_equal(t->attempt, num(v, "attempt"));
         assert_int_equal(t->recoveries, num(v, "recoveries"));
         assert_string_equal(t->label, str(v, "id"));
@@ -117,6 +130,8 @@ static void wrappers_read_back_as_the_same_task(void **state)
     json_decref(all);
 }
 
+/* A payload that is itself an envelope names a handler this config lacks: it is still unwrapped
+ * whole first. */
 static void recovered_tasks_from_the_scripts_read_back_whole(void **state)
 {
     json_t *all = vectors("recovered"), *v;
@@ -126,15 +141,10 @@ static void recovered_tasks_from_the_scripts_read_back_whole(void **state)
     json_array_foreach(all, i, v)
     {
         size_t len;
-        char *p = payload_of(v, &len);
-        const char *r = str(v, "recovered");
-        struct task *t = task_new(&queues[0], r, strlen(r));
-        int rc = envelope_parse(t, &conf);
+        char *p;
+        int rc;
+        struct task *t = read_back(v, "recovered", &rc, &p, &len);
 
-        /* A payload that is itself an envelope names a handler this config lacks: it is still
-         * unwrapped whole first. */
-        assert_int_equal(t->len, len);
-        assert_memory_equal(t->payload, p, len);
         if (rc == 0)
             assert_int_equal(t->recoveries, 1);
         task_free(t);
