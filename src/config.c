@@ -3,6 +3,8 @@
  * is never silently ignored. */
 #include "config.h"
 
+#include "config_include.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -572,6 +574,8 @@ struct config *config_load(const char *path, char *err, size_t errlen)
         *slash = '\0';
         config_set_include_dir(&cf, dir[0] ? dir : "/");
     }
+    if (config_check_includes(path, slash != NULL ? (dir[0] ? dir : "/") : NULL, err, errlen) < 0)
+        goto fail;
     if (!config_read_file(&cf, path)) {
         if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
             snprintf(err, errlen, "%s:0: cannot read: %s", path, strerror(errno));

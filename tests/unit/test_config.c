@@ -159,6 +159,51 @@ static void shipped_files_are_valid(void **state)
     }
 }
 
+/* libconfig 1.5 exits the whole process on an @include it cannot read (a directory, a FIFO): a
+ * bad reload would kill the daemon. They are refused first, with file:line. */
+static void includes_that_libconfig_would_die_on_are_refused(void **state)
+{
+    char dir[] = "/tmp/qworker-inc-XXXXXX", file[256], inc[256], err[512];
+    struct config *c;
+    FILE *f;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(inc, sizeof(inc), "%s/more.conf", dir);
+    f = fopen(inc, "w");
+    fputs("worker = { concurrency = 7; };\n", f);
+    fclose(f);
+    snprintf(file, sizeof(file), "%s/main.conf", dir);
+    f = fopen(file, "w");
+    fputs("# relative to this file's directory\n  @include \"more.conf\"\n", f);
+    fclose(f);
+    c = config_load(file, err, sizeof(err));
+    assert_non_null(c);
+    assert_int_equal(c->concurrency, 7);
+    config_free(c);
+
+    f = fopen(file, "w");
+    fputs("\n@include \"\"\n", f); /* the directory itself */
+    fclose(f);
+    assert_null(config_load(file, err, sizeof(err)));
+    assert_non_null(strstr(err, "main.conf:2: @include \"\": cannot read: is a directory"));
+
+    f = fopen(inc, "w");
+    fputs("@include \"more.conf\"\n", f); /* includes itself */
+    fclose(f);
+    f = fopen(file, "w");
+    fputs("@include \"more.conf\"\n", f);
+    fclose(f);
+    assert_null(config_load(file, err, sizeof(err)));
+    assert_non_null(strstr(err, "more.conf:1: @include nested more than 10 deep"));
+
+    assert_null(config_load(dir, err, sizeof(err)));
+    assert_non_null(strstr(err, ":0: cannot read: is a directory"));
+    unlink(inc);
+    unlink(file);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +211,7 @@ int main(void)
         cmocka_unit_test(settings_are_read),
         cmocka_unit_test(errors_name_file_line_and_problem),
         cmocka_unit_test(shipped_files_are_valid),
+        cmocka_unit_test(includes_that_libconfig_would_die_on_are_refused),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
