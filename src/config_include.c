@@ -41,7 +41,12 @@ static int readable_file(const char *path, char *why, size_t whylen)
         snprintf(why, whylen, "cannot read: %s", strerror(errno));
         return -1;
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
         snprintf(why, whylen, "cannot read: %s",
                  S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
         close(fd);
@@ -51,6 +56,7 @@ static int readable_file(const char *path, char *why, size_t whylen)
     return 0;
 }
 
+/* NOLINTNEXTLINE(misc-no-recursion): one level per @include, at most INCLUDE_DEPTH_MAX */
 static int check(const char *path, const char *dir, int depth, char *err, size_t errlen)
 {
     char line[4096], inc[4096], full[8192], why[256];
