@@ -109,6 +109,7 @@ redisContext *redis_connect(const struct redis_conf *conf, const char *name, cha
         snprintf(err, errlen, "%s", c->errstr);
         goto fail;
     }
+    c->reader->fn = &reply_bounded; /* no reply may make us allocate what it only declares */
     /* Without it a read blocks forever on a silent peer (hiredis 0.14). */
     if (redisSetTimeout(c, ms_to_tv(conf->command_timeout_ms)) != REDIS_OK) {
         snprintf(err, errlen, "setting the command timeout: %s", c->errstr);

@@ -1,6 +1,7 @@
 #include "reply.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -78,6 +79,75 @@ const char *rclass_name(enum rclass c)
     }
     return "?";
 }
+
+/* As hiredis 0.14's own (hiredis.c), so that freeReplyObject frees them, with the bounds. */
+static redisReply *new_reply(const redisReadTask *task, int type)
+{
+    redisReply *r = calloc(1, sizeof(*r)), *parent;
+
+    if (r == NULL)
+        return NULL;
+    r->type = type;
+    if (task->parent != NULL) {
+        parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    }
+    return r;
+}
+
+static void *create_string(const redisReadTask *task, char *str, size_t len)
+{
+    char *buf;
+    redisReply *r;
+
+    if (len > REPLY_MAX_STRING || (buf = malloc(len + 1)) == NULL)
+        return NULL;
+    memcpy(buf, str, len);
+    buf[len] = '\0';
+    if ((r = new_reply(task, task->type)) == NULL) {
+        free(buf);
+        return NULL;
+    }
+    r->str = buf;
+    r->len = len;
+    return r;
+}
+
+static void *create_array(const redisReadTask *task, int elements)
+{
+    redisReply **element = NULL;
+    redisReply *r;
+
+    if (elements > REPLY_MAX_ELEMENTS)
+        return NULL;
+    if (elements > 0 && (element = calloc((size_t)elements, sizeof(redisReply *))) == NULL)
+        return NULL;
+    if ((r = new_reply(task, REDIS_REPLY_ARRAY)) == NULL) {
+        free(element);
+        return NULL;
+    }
+    r->element = element;
+    r->elements = elements > 0 ? (size_t)elements : 0;
+    return r;
+}
+
+static void *create_integer(const redisReadTask *task, long long value)
+{
+    redisReply *r = new_reply(task, REDIS_REPLY_INTEGER);
+
+    if (r != NULL)
+        r->integer = value;
+    return r;
+}
+
+static void *create_nil(const redisReadTask *task)
+{
+    return new_reply(task, REDIS_REPLY_NIL);
+}
+
+redisReplyObjectFunctions reply_bounded = {
+    create_string, create_array, create_integer, create_nil, freeReplyObject,
+};
 
 const char *reply_text(const redisReply *reply)
 {

@@ -41,6 +41,15 @@ void rcond_begin(struct rcond *c, int priority, const char *why, const char *fmt
 /* The condition is over: logs "<what> again after N s" at notice if it held. */
 void rcond_end(struct rcond *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* hiredis 0.14 allocates what a reply declares before it arrives: an array header of a billion
+ * elements is an 8 GB calloc. Every connection reads replies with these object functions
+ * instead of hiredis's own, identical but for the bounds: a reply over them is refused, and the
+ * connection with it (a real Redis never sends one: qworker asks for at most 10,000 tasks, and
+ * Redis's own proto-max-bulk-len is 512 MB). */
+#define REPLY_MAX_ELEMENTS (1 << 20)
+#define REPLY_MAX_STRING (512u << 20)
+extern redisReplyObjectFunctions reply_bounded; /* not const: hiredis 0.14 wants it so */
+
 /* What a reply says, for a log line: its error text, or its type. Never NULL. */
 const char *reply_text(const redisReply *reply);
 

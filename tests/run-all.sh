@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: static analysis; the unit tests plain, under valgrind, and under ASan+UBSan
-# and TSan; then the
-# end-to-end suite against the plain build and against both sanitizer builds; then the .deb in a
-# real systemd (../shared/systemd-sandbox). Build first (make test
-# does). Prints one closing line: "N passed, N failed".
+# and TSan; a short round of every fuzz target; then the end-to-end suite against the plain
+# build and against both sanitizer builds; then the .deb in a real systemd
+# (../shared/systemd-sandbox). Build first (make test does). Prints one closing line:
+# "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,8 @@ step "unit tests under valgrind" unit_all build valgrind -q --error-exitcode=99 
     --leak-check=full --errors-for-leak-kinds=definite
 step "unit tests under ASan+UBSan" unit_all build/asan
 step "unit tests under TSan" unit_all build/tsan
+step "fuzz: every kept input, then each target ${FUZZ_SMOKE_SECONDS:-10} s" \
+    make --no-print-directory fuzz-smoke FUZZ_SMOKE_SECONDS="${FUZZ_SMOKE_SECONDS:-10}"
 step "end-to-end" e2e build/qworker 1
 step "end-to-end under ASan+UBSan" e2e build/asan/qworker 2 -k "not make_demo"
 step "end-to-end under TSan" e2e build/tsan/qworker 3 -k "not make_demo"
