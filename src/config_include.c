@@ -59,7 +59,9 @@ static int readable_file(const char *path, char *why, size_t whylen)
 /* NOLINTNEXTLINE(misc-no-recursion): one level per @include, at most INCLUDE_DEPTH_MAX */
 static int check(const char *path, const char *dir, int depth, char *err, size_t errlen)
 {
-    char line[4096], inc[4096], full[8192], why[256];
+    char inc[4096], full[8192], why[256] = "cannot read";
+    char *line = NULL;
+    size_t cap = 0;
     int lineno = 0, rc = 0;
     FILE *f;
 
@@ -67,7 +69,8 @@ static int check(const char *path, const char *dir, int depth, char *err, size_t
         snprintf(err, errlen, "%s:0: %s", path, why);
         return -1;
     }
-    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+    /* Whole lines, however long: a line cut in two would hide an @include. */
+    while (rc == 0 && getline(&line, &cap, f) > 0) {
         lineno++;
         if (include_of(line, inc, sizeof(inc)) == NULL)
             continue;
@@ -77,7 +80,8 @@ static int check(const char *path, const char *dir, int depth, char *err, size_t
             rc = -1;
             break;
         }
-        if (inc[0] != '/' && dir != NULL)
+        /* As libconfig 1.5 does: joined to the include directory even when absolute. */
+        if (dir != NULL)
             snprintf(full, sizeof(full), "%s/%s", dir, inc);
         else
             snprintf(full, sizeof(full), "%s", inc);
@@ -88,6 +92,7 @@ static int check(const char *path, const char *dir, int depth, char *err, size_t
             rc = check(full, dir, depth + 1, err, errlen);
         }
     }
+    free(line);
     fclose(f);
     return rc;
 }

@@ -7,8 +7,8 @@
 
 #include <stddef.h>
 
-/* 0 if path and all it includes (relative paths from dir, as libconfig resolves them; NULL: the
- * working directory) are readable regular files, nested at most as deep as libconfig allows;
+/* 0 if path and all it includes (joined to dir, absolute or not, as libconfig 1.5 resolves them;
+ * NULL: as written) are readable regular files, nested at most as deep as libconfig allows;
  * else -1 with "file:line: message" in err. */
 int config_check_includes(const char *path, const char *dir, char *err, size_t errlen);
 
