@@ -2,7 +2,9 @@
 running tasks; SIGTSTP/SIGCONT pause and resume fetching; SIGUSR1 logs the state. Run under the
 sanitizer builds too: a reload crosses every thread."""
 
+import os
 import signal
+import socket
 import time
 
 import pytest
@@ -68,3 +70,50 @@ def test_sigusr1_logs_the_state(redis, start_qworker):
     q.signal(signal.SIGUSR1)
     state = q.wait_message("state: running", 5)
     assert "in flight" in state[0]["MESSAGE"] and "redis up" in state[0]["MESSAGE"]
+
+
+def test_a_stop_that_hangs_stops_asking_systemd_for_time(redis, start_qworker, workdir):
+    """The stop sent EXTEND_TIMEOUT_USEC (and WATCHDOG=1) for as long as it lasted: a hang kept
+    the unit "deactivating" with neither TimeoutStopSec nor the watchdog able to end it. Here
+    Redis stops answering while qworker stops, and the reporter blocks in a call whose
+    command_timeout is a minute: past what any drain can take (shutdown_timeout 1 s + the
+    longest kill_grace, 0 here + 15 s), the extensions stop and an error says so."""
+    sock_path = os.path.join(workdir, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.2)
+    old = os.environ.get("NOTIFY_SOCKET")
+    os.environ["NOTIFY_SOCKET"] = sock_path
+    try:
+        q = start_qworker(redis.port, log={"target": "stderr"}, redis={"command_timeout": 60},
+                          worker={"shutdown_timeout": 1, "id": "hang"})
+    finally:
+        if old is None:
+            del os.environ["NOTIFY_SOCKET"]
+        else:
+            os.environ["NOTIFY_SOCKET"] = old
+    try:
+        q.wait_message("ready", 10)
+        push(redis, "30")
+        wait_for(lambda: redis("HLEN", "qworker:inflight:hang") == 1, 5, "the task to run")
+        redis.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        q.signal(signal.SIGTERM)
+        budget = 1 + 0 + 15
+        last_extension = None
+        while time.monotonic() < t0 + budget + 10:
+            try:
+                msg = sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            if "EXTEND_TIMEOUT_USEC=" in msg:
+                last_extension = time.monotonic() - t0
+        assert q.proc.poll() is None, "the stop was meant to hang here"
+        assert last_extension is not None, "no extension at all during the drain"
+        assert last_extension <= budget + 2, \
+            f"still asking systemd for time {last_extension:.1f} s into a stop"
+        assert "stop: still not done after 16 s" in q.stderr_text(), q.stderr_text()[-2000:]
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+        sock.close()
+    assert q.wait_exit(70) == 0

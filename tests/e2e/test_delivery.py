@@ -109,7 +109,9 @@ def test_a_dead_worker_with_thousands_in_flight_is_put_back_whole(redis, start_q
     wait_for(lambda: redis("HLEN", "qworker:inflight:a") == 1, 5, "worker a to take one")
     assert redis("LLEN", "queue") == 2499
     assert json.loads(redis("LINDEX", "queue", 0)) == {"payload": "60", "recoveries": 1}
-    lines = [e["MESSAGE"] for e in a.journal() if "worker b stopped" in e["MESSAGE"]]
+    # Logged after the script that put them back answered, and read through journald: waited
+    # for, not raced (it once was not there yet when read at once).
+    lines = [e["MESSAGE"] for e in a.wait_message("worker b stopped", 5)]
     assert len(lines) == 1 and "2500 task(s)" in lines[0], lines
     assert a.stop() == 0
     assert redis("LLEN", "queue") == 2500  # the one it ran is back too
@@ -276,8 +278,8 @@ def test_second_worker_with_the_same_id_is_refused_until_the_first_is_gone(redis
     second = start_qworker(redis.port, name="second", worker=worker, log=QUIET)
     second.accepted_exits.add(75)
     assert second.wait_exit(10) == 75
-    refusal = [e["MESSAGE"] for e in second.journal() if e.get("PRIORITY") == "3"]
-    assert any("worker id same is in use" in m for m in refusal), refusal
+    refusal = [e for e in second.wait_message("worker id same is in use", 5)]
+    assert refusal[0]["PRIORITY"] == "3", refusal
     assert redis("HLEN", "qworker:inflight:same") == 5  # untouched by the refused one
     first.signal(signal.SIGKILL)
     first.wait_exit(5)

@@ -71,29 +71,6 @@ static bool contains(const uint8_t *data, size_t size, const char *needle)
     return false;
 }
 
-#ifdef FUZZ_SKIP_KNOWN_BUGS
-/* Only in a build with -DFUZZ_SKIP_KNOWN_BUGS (make FUZZ_SKIP_KNOWN=1): skips the inputs of a
- * bug reported but not fixed yet, to fuzz on past it. Remove when it is fixed.
- * tests/fuzz/crashes/config/exit-include-long-line: config_check_includes() reads lines with
- * fgets() into 4096 bytes, so an @include line longer than that escapes its check, and libconfig
- * 1.5 exits the process on an @include of a directory. Skips any input with "@include" and a
- * line of 4095 bytes or more. */
-static bool long_include_line(const uint8_t *data, size_t size)
-{
-    size_t start = 0;
-
-    if (!contains(data, size, "@include"))
-        return false;
-    for (size_t i = 0; i <= size; i++) {
-        if (i == size || data[i] == '\n') {
-            if (i - start >= 4095)
-                return true;
-            start = i + 1;
-        }
-    }
-    return false;
-}
-#endif
 
 static void check_loaded(const struct config *c)
 {
@@ -152,10 +129,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (contains(data, size, "include") &&
         (contains(data, size, "..") || contains(data, size, INPUT_NAME)))
         return -1; /* not added to the corpus */
-#ifdef FUZZ_SKIP_KNOWN_BUGS
-    if (long_include_line(data, size))
-        return -1;
-#endif
     fuzz_write_file(path, data, size);
     memset(err, 'Z', sizeof(err));
     c = config_load(path, err, errlen);
