@@ -247,6 +247,14 @@ static void refused(struct reporter *rp, const redisReply *reply, enum rclass cl
 
 /* Sends the frozen batch (freezing what is pending first if none is). 0 when Redis has
  * recorded it, -1 if it stays (lost connection, refusal). */
+/* Logged once Redis holds the record: a journal that is slow to take 500 lines (it blocks the
+ * writer) must not keep tasks from being put back or acknowledged. */
+static void log_completions(struct reporter *rp, const struct task *chain)
+{
+    for (const struct task *t = chain; t != NULL; t = t->next)
+        log_completion(rp, t);
+}
+
 static int record_pending(struct reporter *rp)
 {
     redisReply *reply;
@@ -276,6 +284,7 @@ static int record_pending(struct reporter *rp)
                    "heartbeats, or the hash was deleted), and run again from there",
                    reply->element[1]->integer);
     freeReplyObject(reply);
+    log_completions(rp, rp->sending);
     rcond_end(&rp->refusing, "redis records finished tasks again");
     redis_refusing_set(false);
     rp->record_backoff_ms = RECORD_BACKOFF_MIN_MS;
@@ -292,6 +301,8 @@ static void give_up(struct reporter *rp)
     size_t n = rp->nsending + rp->npending;
     char shown[256];
 
+    log_completions(rp, rp->sending);
+    log_completions(rp, rp->pending);
     if (rp->conf->delivery == DELIVERY_AT_LEAST_ONCE) {
         log_warn("%zu finished task(s) could not be recorded in redis; they stay in this "
                  "worker's in-flight hash and run again after its restart, or once another "
@@ -339,7 +350,6 @@ static void take(struct reporter *rp, struct task *batch)
             if (due_us < rp->next_due_us)
                 rp->next_due_us = due_us;
         }
-        log_completion(rp, t);
         *rp->pending_tailp = t;
         rp->pending_tailp = &t->next;
         rp->npending++;
