@@ -50,7 +50,8 @@ void *base64_decode(const char *text, size_t *len)
         return NULL;
     for (size_t i = 0; i < n; i++) {
         int v = b64_value((unsigned char)text[i]);
-        if (text[i] == '=' && i >= n - 2)
+        /* Padding only at the end, and nothing after it: "AA=A" is not base64. */
+        if (text[i] == '=' && (i == n - 1 || (i == n - 2 && text[n - 1] == '=')))
             break;
         if (v < 0) {
             free(out);

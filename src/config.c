@@ -36,7 +36,7 @@ static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
 static const char *const exec_names[] = {
     "name",    "type",        "command",     "args",        "env",        "cwd",
     "timeout", "kill_grace",  "max_attempts", "backoff",    "backoff_max", "concurrency",
-    "max_output", "max_line", NULL};
+    "max_output", "max_line", "timeout_max", "max_attempts_max", NULL};
 static const char *const log_names[] = {"level", "target", NULL};
 
 static void failv(struct parse *p, const config_setting_t *s, const char *fmt, ...)
@@ -365,6 +365,14 @@ static int parse_exec(struct parse *p, const config_setting_t *h, struct handler
         get_int(p, h, "max_line", 16, 1 << 20, 1024, &out->max_line) < 0 ||
         get_string(p, h, "args", "argv", &args) < 0)
         return -1;
+    /* Whoever can push may lower a limit, never raise it past what the operator allows. */
+    if (get_seconds(p, h, "timeout_max", out->timeout, 31536000, out->timeout,
+                    &out->timeout_max) < 0 ||
+        get_int(p, h, "max_attempts_max", out->max_attempts, 1000, out->max_attempts,
+                &out->max_attempts_max) < 0) {
+        free(args);
+        return -1;
+    }
     if (strcmp(args, "argv") == 0 || strcmp(args, "stdin") == 0) {
         out->args_stdin = args[0] == 's';
         free(args);

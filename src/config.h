@@ -36,8 +36,10 @@ struct handler_conf {
     char **env;      /* "KEY=value", NULL-terminated: the child's whole environment */
     char *cwd;
     double timeout;
+    double timeout_max; /* the most an envelope may ask for (payloads never raise a limit) */
     double kill_grace;
     int max_attempts;
+    int max_attempts_max;
     double backoff;
     double backoff_max;
     int concurrency; /* 0: only the worker's own limit */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -79,6 +80,74 @@ static int check_args(struct task *t)
         return invalid(t, "\"args\" must be an array of strings for handler %s", t->handler->name);
     json_array_foreach(t->args, i, a) if (!json_is_string(a)) return invalid(
         t, "\"args\"[%zu] must be a string for handler %s", i, t->handler->name);
+    return 0;
+}
+
+/* An envelope may lower its handler's limits, never raise them: the payload comes from whoever
+ * can push, the limits from the operator (timeout_max and max_attempts_max allow more). */
+static int check_limits(struct task *t)
+{
+    const struct handler_conf *h = t->handler;
+
+    if (h->type != HANDLER_EXEC)
+        return 0;
+    if (t->timeout > h->timeout_max)
+        return invalid(t, "\"timeout\" %g is over what handler \"%.40s\" allows (timeout_max %g)",
+                       t->timeout, h->name, h->timeout_max);
+    if (t->max_attempts > h->max_attempts_max)
+        return invalid(t,
+                       "\"max_attempts\" %d is over what handler \"%.40s\" allows "
+                       "(max_attempts_max %d)",
+                       t->max_attempts, h->name, h->max_attempts_max);
+    return 0;
+}
+
+/* execve refuses (E2BIG) an argument over MAX_ARG_STRLEN, or arguments and environment that
+ * together, pointers included, pass a quarter of the stack limit: such a task can never run, so
+ * it is invalid rather than a failure to retry. */
+#define ARG_STRLEN_MAX ((size_t)32 * 4096)
+#define ARG_TOTAL_CAP (6 << 20) /* the kernel's own cap: 3/4 of _STK_LIM */
+#define ENV_VAR_MAX ((size_t)256) /* each QWORKER_* variable (build_env in handler_exec.c) */
+
+static int check_argv_size(struct task *t)
+{
+    const struct handler_conf *h = t->handler;
+    long arg_max = sysconf(_SC_ARG_MAX);
+    size_t limit = arg_max > 0 && arg_max < ARG_TOTAL_CAP ? (size_t)arg_max : ARG_TOTAL_CAP;
+    size_t n = 0, bytes = 0, i;
+    json_t *a;
+
+    if (h->type != HANDLER_EXEC || h->args_stdin)
+        return 0;
+    if (t->json == NULL) {
+        if (t->len + 1 > ARG_STRLEN_MAX)
+            return invalid(t, "the payload is %zu bytes, over the %zu the kernel takes as one "
+                              "argument (args = \"stdin\" takes any size)",
+                           t->len, ARG_STRLEN_MAX - 1);
+        n++;
+        bytes += t->len + 1;
+    } else if (t->args != NULL) {
+        json_array_foreach(t->args, i, a)
+        {
+            size_t len = json_string_length(a);
+            if (len + 1 > ARG_STRLEN_MAX)
+                return invalid(t, "\"args\"[%zu] is %zu bytes, over the %zu the kernel takes as "
+                                  "one argument",
+                               i, len, ARG_STRLEN_MAX - 1);
+            n++;
+            bytes += len + 1;
+        }
+    }
+    for (int j = 0; j < h->argc; j++, n++)
+        bytes += strlen(h->argv[j]) + 1;
+    for (int j = 0; h->env != NULL && h->env[j] != NULL; j++, n++)
+        bytes += strlen(h->env[j]) + 1;
+    n += 3;
+    bytes += 3 * ENV_VAR_MAX;
+    if (bytes + n * sizeof(char *) > limit)
+        return invalid(t, "the arguments and environment take %zu bytes, over the %zu the kernel "
+                          "takes (a quarter of the stack limit)",
+                       bytes + n * sizeof(char *), limit);
     return 0;
 }
 
@@ -160,9 +229,10 @@ static int parse_object(struct task *t, const struct config *conf)
     if (seconds_field(t, o, "timeout", false, 31536000, &t->timeout) < 0 ||
         seconds_field(t, o, "delay", true, 31536000, &t->delay) < 0 ||
         int_field(t, o, "max_attempts", 1000, &t->max_attempts) < 0 ||
-        int_field(t, o, "attempt", 1000, &t->attempt) < 0)
+        int_field(t, o, "attempt", 1000, &t->attempt) < 0 || check_limits(t) < 0 ||
+        check_args(t) < 0)
         return -1;
-    return check_args(t);
+    return check_argv_size(t);
 }
 
 /* NOLINTNEXTLINE(misc-no-recursion): one level per wrapper, each strictly shorter */
@@ -176,7 +246,7 @@ int envelope_parse(struct task *t, const struct config *conf)
         if (t->handler->type == HANDLER_EXEC && !t->handler->args_stdin &&
             memchr(t->payload, '\0', t->len) != NULL)
             return invalid(t, "payload holds a NUL byte, which cannot be passed as an argument");
-        return 0;
+        return check_argv_size(t);
     }
     return parse_object(t, conf);
 }

@@ -143,6 +143,14 @@ int wire_read_wrapper(const json_t *o, struct wire_wrapped *out, const char **wh
         *why = json_is_string(p) ? "out of memory" : "\"payload_base64\" is not base64";
         return -1;
     }
+    if (!dead && id != NULL &&
+        (!json_is_string(id) || json_string_length(id) == 0 ||
+         json_string_length(id) > TASK_LABEL_MAX)) {
+        free(out->payload);
+        out->payload = NULL;
+        *why = "a wrapped task's \"id\" must be a string of 1 to 128 bytes";
+        return -1;
+    }
     out->id = !dead && json_is_string(id) ? json_string_value(id) : NULL;
     out->ready = json_is_true(json_object_get(o, "ready"));
     return 0;

@@ -223,6 +223,11 @@ BAD = [
     (b'{"handler": "echo", "timeout": -1}', '"timeout" must be a positive number'),
     (b'{"handler": "echo", "max_attempts": 0}', '"max_attempts" must be a whole number'),
     (b'{"handler": "echo", "hanlder": "x"}', 'unknown field "hanlder"'),
+    # A payload may lower the operator's limits, never raise them.
+    (b'{"handler": "echo", "timeout": 31536000}', '"timeout" 3.1536e+07 is over what handler'),
+    (b'{"handler": "echo", "max_attempts": 1000}', '"max_attempts" 1000 is over what handler'),
+    # execve would say E2BIG: refused as invalid at once, not retried as a failure.
+    (b'{"handler": "echo", "args": ["' + b"y" * 200000 + b'"]}', '"args"[0] is 200000 bytes'),
     # Not an object, so a plain payload for the queue's default handler (sleep).
     (b'["handler", "echo"]', "not a plain number of seconds"),
 ]

@@ -119,6 +119,12 @@ static void errors_name_file_line_and_problem(void **state)
         {"log = { level = 3; };", 1, "'level' must be a string"},
         {"redis = { port = 1 };\nworker = { ;", 2, "syntax error"},
         {"handlers = ( { name = \"x\"; type = \"exec\"; } );", 1, "needs a 'command'"},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/bin/true\"];\n"
+         " timeout = 10; timeout_max = 5; } );",
+         2, "'timeout_max' = 5 is out of range (10 to"},
+        {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/bin/true\"];\n"
+         " max_attempts_max = 2; } );",
+         2, "'max_attempts_max' = 2 is out of range (3 to 1000)"},
         {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"sh\"]; } );", 1,
          "must start with an absolute path"},
         {"handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/nonexistent\"]; } );", 1,

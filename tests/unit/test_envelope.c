@@ -15,8 +15,19 @@
 
 static struct handler_conf handlers[] = {
     {.name = "sleep", .type = HANDLER_SLEEP, .max_seconds = 60},
-    {.name = "echo", .type = HANDLER_EXEC, .max_attempts = 3},
-    {.name = "feed", .type = HANDLER_EXEC, .args_stdin = true},
+    {.name = "echo",
+     .type = HANDLER_EXEC,
+     .timeout = 2,
+     .timeout_max = 3,
+     .max_attempts = 3,
+     .max_attempts_max = 4},
+    {.name = "feed",
+     .type = HANDLER_EXEC,
+     .args_stdin = true,
+     .timeout = 60,
+     .timeout_max = 60,
+     .max_attempts = 3,
+     .max_attempts_max = 3},
 };
 static struct queue_conf queues[] = {{.name = "queue", .handler = &handlers[0]},
                                      {.name = "jobs", .handler = &handlers[1]}};
@@ -96,6 +107,15 @@ static void retries_and_dead_letters_unwrap(void **state)
     assert_int_equal(t->len, 5);
     assert_memory_equal(t->payload, "plain", 5);
     task_free(t);
+    /* A wrapper's id is held to the same limit as an envelope's. */
+    {
+        char p[400];
+        snprintf(p, sizeof(p), "{\"payload\": \"plain\", \"attempt\": 2, \"id\": \"%0129d\"}", 0);
+        t = parse(1, p, &rc);
+        assert_int_equal(rc, -1);
+        assert_non_null(strstr(t->reason, "\"id\" must be a string of 1 to 128 bytes"));
+        task_free(t);
+    }
     t = parse(1, "{\"payload_base64\": \"AP8=\", \"reason\": \"x\"}", &rc); /* "\0\xff" */
     assert_int_equal(rc, -1);                                              /* NUL: not an arg */
     assert_non_null(strstr(t->reason, "NUL byte"));
@@ -147,6 +167,13 @@ static void bad_envelopes_say_why(void **state)
         {"{\"handler\": \"echo\", \"colour\": 1}", "unknown field \"colour\""},
         {"{\"handler\": \"echo\", \"args\": [\"\\u0000\"]}", "invalid JSON"},
         {"{\"payload\": 5, \"attempt\": 2}", "needs a \"payload\" string"},
+        /* A payload never raises the operator's limits. */
+        {"{\"handler\": \"echo\", \"timeout\": 3.5}",
+         "\"timeout\" 3.5 is over what handler \"echo\" allows (timeout_max 3)"},
+        {"{\"handler\": \"echo\", \"max_attempts\": 5}",
+         "\"max_attempts\" 5 is over what handler \"echo\" allows (max_attempts_max 4)"},
+        {"{\"handler\": \"feed\", \"max_attempts\": 1000}", "(max_attempts_max 3)"},
+        {"{\"handler\": \"feed\", \"timeout\": 31536000}", "(timeout_max 60)"},
     };
     int rc;
 
@@ -157,6 +184,72 @@ static void bad_envelopes_say_why(void **state)
             fail_msg("case %zu (%s): rc %d, reason \"%s\"", i, cases[i].payload, rc, t->reason);
         task_free(t);
     }
+}
+
+/* A JSON envelope for handler "echo" with n arguments of len bytes each. */
+static char *args_envelope(int n, size_t len)
+{
+    size_t cap = 64 + (size_t)n * (len + 3);
+    char *p = malloc(cap), *w = p;
+
+    assert_non_null(p);
+    w += sprintf(w, "{\"handler\": \"echo\", \"args\": [");
+    for (int i = 0; i < n; i++) {
+        *w++ = '"';
+        memset(w, 'a', len);
+        w += len;
+        *w++ = '"';
+        if (i + 1 < n)
+            *w++ = ',';
+    }
+    strcpy(w, "]}");
+    return p;
+}
+
+/* execve would say E2BIG: such a task is invalid at once, not a failure retried. */
+static void arguments_the_kernel_refuses_are_invalid(void **state)
+{
+    static const struct {
+        int n;
+        size_t len;
+        const char *reason; /* NULL: it fits */
+    } cases[] = {
+        {1, 131071, NULL},
+        {1, 131072, "\"args\"[0] is 131072 bytes, over the 131071 the kernel takes"},
+        {70, 100000, "the arguments and environment take"},
+    };
+    char *big = malloc(200001);
+    struct task *t;
+    int rc;
+
+    (void)state;
+    conf.max_payload = 16 << 20;
+    memset(big, '1', 200000);
+    big[200000] = '\0';
+    t = parse(1, big, &rc);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(t->reason, "the payload is 200000 bytes, over the 131071"));
+    task_free(t);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *p = args_envelope(cases[i].n, cases[i].len);
+        t = parse(1, p, &rc);
+        if (cases[i].reason == NULL ? rc != 0
+                                    : rc != -1 || strstr(t->reason, cases[i].reason) == NULL)
+            fail_msg("case %zu: rc %d, reason \"%s\"", i, rc, t->reason);
+        task_free(t);
+        free(p);
+    }
+    /* On stdin the same arguments are fine. */
+    {
+        char *p = args_envelope(70, 100000);
+        memcpy(p + 13, "feed", 4);
+        t = parse(1, p, &rc);
+        assert_int_equal(rc, 0);
+        task_free(t);
+        free(p);
+    }
+    conf.max_payload = 4096;
+    free(big);
 }
 
 static void payloads_over_max_payload_are_refused(void **state)
@@ -183,6 +276,7 @@ int main(void)
         cmocka_unit_test(tasks_recovered_too_often_are_poison),
         cmocka_unit_test(bad_envelopes_say_why),
         cmocka_unit_test(payloads_over_max_payload_are_refused),
+        cmocka_unit_test(arguments_the_kernel_refuses_are_invalid),
     };
     return cmocka_run_group_tests_name("envelopes", tests, NULL, NULL);
 }

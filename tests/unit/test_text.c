@@ -23,6 +23,23 @@ static void base64_matches_rfc4648(void **state)
     }
 }
 
+static void base64_refuses_padding_not_at_the_end(void **state)
+{
+    static const char *const bad[] = {"AA=A", "A===", "A=A=", "====", "Zg=", "Zm9v!A==", NULL};
+    size_t len;
+    char *got;
+
+    (void)state;
+    for (int i = 0; bad[i] != NULL; i++)
+        if ((got = base64_decode(bad[i], &len)) != NULL)
+            fail_msg("\"%s\" decoded to %zu bytes", bad[i], len);
+    got = base64_decode("Zg==", &len);
+    assert_non_null(got);
+    assert_int_equal(len, 1);
+    assert_memory_equal(got, "f", 1);
+    free(got);
+}
+
 static void excerpt_quotes_escapes_and_cuts(void **state)
 {
     char out[128], big[1000];
@@ -56,6 +73,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(base64_matches_rfc4648),
+        cmocka_unit_test(base64_refuses_padding_not_at_the_end),
         cmocka_unit_test(excerpt_quotes_escapes_and_cuts),
         cmocka_unit_test(task_ids_are_unique_hex),
     };
