@@ -36,23 +36,35 @@ struct waiter {
     bool fetching;         /* a one-task fetch is pipelined behind it, its reply not read */
     int64_t sent_us;
     const char *argv[6];
-    const char **fetch_argv; /* EVALSHA sha numkeys in-flight queues... 1 id */
+    const char **fetch_argv; /* EVALSHA sha numkeys FETCH_KEYS queues... 1 limits... id */
     task_id id;
 };
+
+/* The keys before the queues, and the arguments before the ids (src/lua/fetch.lua). */
+#define FETCH_KEYS 4
+#define FETCH_ARGS 4
+
+/* A fetch reply holds at most this many payload bytes (the first task always goes): a batch of
+ * large payloads must not take the worker's memory in one reply. */
+#define FETCH_MAX_BYTES (8 << 20)
 
 struct script_fetch {
     struct fetch_ctx *ctx;
     char *inflight_key;
     char *dead_key; /* where the rescue sends what cannot go back to its queue */
+    char *payloads_key; /* payloads over max_payload, kept whole, named by dead letters */
+    char *stats_key;
     char block[16];
 
     /* Built from ctx->conf: */
     struct waiter *waiters; /* one per queue */
     int nwaiters;
-    const char **fetch_keys; /* in-flight hash, queues */
-    const char **fetch_args; /* n, ids */
+    const char **fetch_keys; /* FETCH_KEYS keys, then the queues */
+    const char **fetch_args; /* n, max_payload, max_bytes, worker, then the ids */
     task_id *ids;
     char count[16];
+    char max_payload[16];
+    char max_bytes[16];
     char sha[41];
     char fetch_numkeys[16];
     int fetch_argc;
@@ -132,10 +144,12 @@ static int waiter_init(struct script_fetch *s, struct waiter *w, int q)
     w->fetch_argv[0] = "EVALSHA";
     w->fetch_argv[1] = s->sha;
     w->fetch_argv[2] = s->fetch_numkeys;
-    for (int k = 0; k <= conf->nqueues; k++)
+    for (int k = 0; k < FETCH_KEYS + conf->nqueues; k++)
         w->fetch_argv[3 + k] = s->fetch_keys[k];
-    w->fetch_argv[4 + conf->nqueues] = "1";
-    w->fetch_argv[5 + conf->nqueues] = w->id;
+    w->fetch_argv[3 + FETCH_KEYS + conf->nqueues] = "1";
+    for (int k = 1; k < FETCH_ARGS; k++)
+        w->fetch_argv[3 + FETCH_KEYS + conf->nqueues + k] = s->fetch_args[k];
+    w->fetch_argv[3 + FETCH_KEYS + conf->nqueues + FETCH_ARGS] = w->id;
     return 0;
 }
 
@@ -148,19 +162,28 @@ static int script_reconfigure(void *state)
 
     waiters_free(s);
     s->waiters = calloc((size_t)conf->nqueues, sizeof(*s->waiters));
-    s->fetch_keys = calloc((size_t)conf->nqueues + 1, sizeof(*s->fetch_keys));
-    s->fetch_args = calloc((size_t)conf->fetch_batch + 1, sizeof(*s->fetch_args));
+    s->fetch_keys = calloc((size_t)conf->nqueues + FETCH_KEYS, sizeof(*s->fetch_keys));
+    s->fetch_args = calloc((size_t)conf->fetch_batch + FETCH_ARGS, sizeof(*s->fetch_args));
     s->ids = calloc((size_t)conf->fetch_batch, sizeof(*s->ids));
     if (s->waiters == NULL || s->fetch_keys == NULL || s->fetch_args == NULL || s->ids == NULL)
         goto fail;
     s->fetch_keys[0] = s->inflight_key;
-    s->fetch_args[0] = s->count;
+    s->fetch_keys[1] = s->dead_key;
+    s->fetch_keys[2] = s->payloads_key;
+    s->fetch_keys[3] = s->stats_key;
     for (int i = 0; i < conf->nqueues; i++)
-        s->fetch_keys[1 + i] = conf->queues[i].name;
+        s->fetch_keys[FETCH_KEYS + i] = conf->queues[i].name;
+    snprintf(s->max_payload, sizeof(s->max_payload), "%d", conf->max_payload);
+    snprintf(s->max_bytes, sizeof(s->max_bytes), "%d", FETCH_MAX_BYTES);
+    s->fetch_args[0] = s->count;
+    s->fetch_args[1] = s->max_payload;
+    s->fetch_args[2] = s->max_bytes;
+    s->fetch_args[3] = conf->worker_id;
     for (int i = 0; i < conf->fetch_batch; i++)
-        s->fetch_args[1 + i] = s->ids[i];
-    snprintf(s->fetch_numkeys, sizeof(s->fetch_numkeys), "%d", conf->nqueues + 1);
-    s->fetch_argc = conf->nqueues + 6;
+        s->fetch_args[FETCH_ARGS + i] = s->ids[i];
+    snprintf(s->fetch_numkeys, sizeof(s->fetch_numkeys), "%d", conf->nqueues + FETCH_KEYS);
+    /* EVALSHA sha numkeys, the keys, the arguments with one id */
+    s->fetch_argc = 3 + FETCH_KEYS + conf->nqueues + FETCH_ARGS + 1;
     for (; s->nwaiters < conf->nqueues; s->nwaiters++)
         if (waiter_init(s, &s->waiters[s->nwaiters], s->nwaiters) < 0)
             goto fail;
@@ -187,12 +210,22 @@ static void *script_create(struct fetch_ctx *ctx)
         s->dead_key = NULL;
         goto fail;
     }
+    if (asprintf(&s->payloads_key, "%s:dead:payloads", conf->prefix) < 0) {
+        s->payloads_key = NULL;
+        goto fail;
+    }
+    if (asprintf(&s->stats_key, "%s:stats", conf->prefix) < 0) {
+        s->stats_key = NULL;
+        goto fail;
+    }
     if (script_reconfigure(s) < 0)
         goto fail;
     return s;
 fail:
     free(s->inflight_key);
     free(s->dead_key);
+    free(s->payloads_key);
+    free(s->stats_key);
     free(s);
     return NULL;
 }
@@ -238,6 +271,13 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
         if (!bad)
             fetch_queue_good(ctx, q);
     }
+    for (size_t i = 0; i < f.nlarge; i++) {
+        struct fetch_large l = wire_fetch_large(&f, i);
+        log_warn("task %s from queue %s refused: too large (%lld bytes, max_payload is %d); "
+                 "kept whole in %s, field %s, named by its dead letter in %s",
+                 l.ref, ctx->conf->queues[l.queue].name, l.length, ctx->conf->max_payload,
+                 s->payloads_key, l.ref, s->dead_key);
+    }
     for (size_t i = 0; i < f.nitems; i++) {
         struct fetch_item it = wire_fetch_item(&f, i);
         struct task *t =
@@ -266,8 +306,8 @@ static int script_fetch(void *state, int n)
     snprintf(s->count, sizeof(s->count), "%d", n);
     for (int i = 0; i < n; i++)
         task_make_id(s->ids[i]);
-    reply = script_run(s->ctx->rc, SCRIPT_FETCH, 1 + s->ctx->conf->nqueues, s->fetch_keys, NULL,
-                       1 + n, s->fetch_args, NULL);
+    reply = script_run(s->ctx->rc, SCRIPT_FETCH, FETCH_KEYS + s->ctx->conf->nqueues,
+                       s->fetch_keys, NULL, FETCH_ARGS + n, s->fetch_args, NULL);
     if (reply == NULL) {
         for (int i = 0; i < n; i++)
             orphan(s, s->ids[i]);
@@ -552,6 +592,8 @@ static void script_destroy(void *state)
     free(s->orphans);
     free(s->inflight_key);
     free(s->dead_key);
+    free(s->payloads_key);
+    free(s->stats_key);
     free(s);
 }
 

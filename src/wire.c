@@ -1,5 +1,6 @@
 #include "wire.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,23 +174,25 @@ int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_
     size_t head, rest;
 
     memset(out, 0, sizeof(*out));
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element == NULL) {
-        *why = "not an array of at least two elements";
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element == NULL) {
+        *why = "not an array of at least three elements";
         return -1;
     }
-    if (!is_int(r->element[0], 0, nqueues) || !is_int(r->element[1], 0, nqueues)) {
-        *why = "bad counts of queues examined or refused";
+    if (!is_int(r->element[0], 0, nqueues) || !is_int(r->element[1], 0, nqueues) ||
+        !is_int(r->element[2], 0, (long long)max)) {
+        *why = "bad counts of queues examined or refused, or of payloads too large";
         return -1;
     }
     out->examined = (int)r->element[0]->integer;
     out->nbad = (int)r->element[1]->integer;
-    head = 2 + 2 * (size_t)out->nbad;
+    out->nlarge = (size_t)r->element[2]->integer;
+    head = 3 + 2 * (size_t)out->nbad + 3 * out->nlarge;
     if (r->elements < head || (r->elements - head) % 2 != 0) {
         *why = "an element count that does not match its shape";
         return -1;
     }
     for (int i = 0; i < out->nbad; i++) {
-        const redisReply *q = r->element[2 + 2 * i], *e = r->element[3 + 2 * i];
+        const redisReply *q = r->element[3 + 2 * i], *e = r->element[4 + 2 * i];
         if (!is_int(q, 0, nqueues - 1) || !is_str(e)) {
             *why = "a refused queue that is not (index, text)";
             return -1;
@@ -197,8 +200,17 @@ int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_
         if (i < (int)(sizeof(out->bad) / sizeof(out->bad[0])))
             out->bad[i] = (struct fetch_bad){(int)q->integer, e->str};
     }
+    out->large = (const redisReply *const *)r->element + 3 + 2 * (size_t)out->nbad;
+    for (size_t i = 0; i < out->nlarge; i++) {
+        const redisReply *const *l = out->large + 3 * i;
+        if (!is_int(l[0], 0, nqueues - 1) || l[1] == NULL || l[1]->type != REDIS_REPLY_STRING ||
+            l[1]->str == NULL || !is_int(l[2], 0, LLONG_MAX)) {
+            *why = "a payload too large that is not (queue index, ref, length)";
+            return -1;
+        }
+    }
     rest = (r->elements - head) / 2;
-    if (rest > max) {
+    if (rest + out->nlarge > max) {
         *why = "more tasks than were asked for";
         return -1;
     }
@@ -213,6 +225,13 @@ int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_
     out->nitems = rest;
     out->items = (const redisReply *const *)r->element + head;
     return 0;
+}
+
+struct fetch_large wire_fetch_large(const struct fetch_reply *f, size_t i)
+{
+    const redisReply *const *l = f->large + 3 * i;
+
+    return (struct fetch_large){(int)l[0]->integer, l[1]->str, l[2]->integer};
 }
 
 struct fetch_item wire_fetch_item(const struct fetch_reply *f, size_t i)

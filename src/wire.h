@@ -61,20 +61,31 @@ struct fetch_item {
     size_t len;
 };
 
+/* A payload over max_payload that the fetch script moved to the dead list instead. */
+struct fetch_large {
+    int queue;
+    const char *ref; /* its field in the dead payloads hash; points into the reply */
+    long long length;
+};
+
 struct fetch_reply {
     int examined;
     int nbad;
     struct fetch_bad bad[16]; /* the first 16; more are counted in nbad */
+    size_t nlarge;
+    const struct redisReply *const *large; /* triples, as the reply holds them */
     size_t nitems;
     const struct redisReply *const *items; /* pairs, as the reply holds them */
 };
 
 /* Checks a fetch script's reply whole before anything is used: shape, types, every queue index
- * below nqueues, and at most max tasks (a reply claiming more than was asked for is refused).
- * 0 and out filled, or -1 with why. */
+ * below nqueues, and at most max tasks and dead letters together (a reply claiming more than
+ * was asked for is refused). 0 and out filled, or -1 with why. */
 int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_reply *out,
                      const char **why);
 /* Task i of a checked reply. */
 struct fetch_item wire_fetch_item(const struct fetch_reply *f, size_t i);
+/* Too large payload i of a checked reply. */
+struct fetch_large wire_fetch_large(const struct fetch_reply *f, size_t i);
 
 #endif

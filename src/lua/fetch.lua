@@ -1,46 +1,88 @@
 #!lua
 -- Takes up to n tasks from the queues, highest priority first, into this worker's in-flight
 -- hash, in one step: a task is always in exactly one place.
--- KEYS: in-flight hash, queue 1..N. ARGV: n, then n task ids.
--- Returns {examined, nbad, (queue index, error) * nbad, (queue index, payload) * got}: queue
--- indexes count from 0; examined is how many queues it looked at (the first ones, in order); a
--- queue that is not a list is reported and skipped, never touched, so that the others are still
--- served. Declared without flags: Redis refuses the whole call under maxmemory (OOM), before
--- anything moved.
-local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'hash' and t ~= 'none' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. t .. ', not a hash')
+-- KEYS: in-flight hash, dead list, dead payloads hash, stats hash, queue 1..N.
+-- ARGV: n, max_payload, max_bytes, worker, then n task ids.
+-- Returns {examined, nbad, nlarge, (queue index, error) * nbad,
+--          (queue index, ref, length) * nlarge, (queue index, payload) * got}:
+-- queue indexes count from 0; examined is how many queues it looked at (the first ones, in
+-- order); a queue that is not a list is reported and skipped, never touched, so that the others
+-- are still served.
+-- A payload over max_payload never leaves Redis: it is kept whole in the dead payloads hash
+-- under ref (an id taken from the end of ARGV), with a dead letter naming it, and is counted
+-- dead. Encoding it into the letter (base64 for bytes that are not UTF-8) would keep Redis busy
+-- for seconds per 100 MB; a copy takes milliseconds.
+-- The payloads handed out stop at max_bytes (the first one always goes): what was popped past
+-- it goes back to the right end, in its order.
+-- Declared without flags: Redis refuses the whole call under maxmemory (OOM), before anything
+-- moved.
+local want = {'hash', 'list', 'hash', 'hash'}
+for i = 1, 4 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= want[i] and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. want[i])
+  end
 end
-local n = tonumber(ARGV[1])
-local bad, out = {}, {}
-local got, examined = 0, 0
-for q = 2, #KEYS do
-  if got >= n then break end
+local n, max_payload, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local bad, large, out = {}, {}, {}
+local got, nlarge, examined, bytes = 0, 0, 0, 0
+local full = false
+local now = tonumber(redis.call('TIME')[1])
+
+local function dead_letter(qname, p)
+  local ref = ARGV[4 + n - nlarge]
+  nlarge = nlarge + 1
+  redis.call('HSET', KEYS[3], ref, p)
+  redis.call('LPUSH', KEYS[2], cjson.encode({
+    reason = 'too_large', length = #p, max_payload = max_payload, queue = qname,
+    payload_ref = ref, time = now, worker = ARGV[4]}))
+  for _, what in ipairs({'processed', 'failed', 'dead'}) do
+    redis.call('HINCRBY', KEYS[4], what, 1)
+    redis.call('HINCRBY', KEYS[4], 'queue:' .. qname .. ':' .. what, 1)
+  end
+  return ref
+end
+
+for q = 5, #KEYS do
+  if got + nlarge >= n or full then break end
   examined = examined + 1
-  local items = redis.pcall('RPOP', KEYS[q], n - got)
+  local items = redis.pcall('RPOP', KEYS[q], n - got - nlarge)
   if type(items) == 'table' and items.err then
-    bad[#bad + 1] = q - 2
+    bad[#bad + 1] = q - 5
     bad[#bad + 1] = items.err
   elseif items then
     local prefix = KEYS[q] .. '\0'
     local args = {}
-    for _, p in ipairs(items) do
-      got = got + 1
-      args[#args + 1] = ARGV[1 + got]
-      args[#args + 1] = prefix .. p
-      out[#out + 1] = q - 2
-      out[#out + 1] = p
-      -- One HSET per 1,000 tasks, not per task: a third less of Redis's time; unpack() stays
-      -- far below Lua's C stack limit.
-      if #args >= 2000 then
-        redis.call('HSET', KEYS[1], unpack(args))
-        args = {}
+    for k, p in ipairs(items) do
+      if #p > max_payload then
+        large[#large + 1] = q - 5
+        large[#large + 1] = dead_letter(KEYS[q], p)
+        large[#large + 1] = #p
+      elseif got > 0 and bytes + #p > max_bytes then
+        -- Back at the right end, the first popped rightmost: the queue is as it was.
+        for j = #items, k, -1 do redis.call('RPUSH', KEYS[q], items[j]) end
+        full = true
+        break
+      else
+        got = got + 1
+        bytes = bytes + #p
+        args[#args + 1] = ARGV[4 + got]
+        args[#args + 1] = prefix .. p
+        out[#out + 1] = q - 5
+        out[#out + 1] = p
+        -- One HSET per 1,000 tasks, not per task: a third less of Redis's time; unpack() stays
+        -- far below Lua's C stack limit.
+        if #args >= 2000 then
+          redis.call('HSET', KEYS[1], unpack(args))
+          args = {}
+        end
       end
     end
     if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
   end
 end
-local reply = {examined, #bad / 2}
+local reply = {examined, #bad / 2, nlarge}
 for _, v in ipairs(bad) do reply[#reply + 1] = v end
+for _, v in ipairs(large) do reply[#reply + 1] = v end
 for _, v in ipairs(out) do reply[#reply + 1] = v end
 return reply

@@ -55,25 +55,31 @@ def test_due_sends_a_member_it_cannot_read_to_the_dead_list(redis):
     assert redis("GET", "elsewhere") == b"a string"
 
 
-FETCH_KEYS = ["qworker:inflight:w", "bad", "queue"]
+FETCH_KEYS = ["qworker:inflight:w", "qworker:dead", "qworker:dead:payloads", "qworker:stats",
+              "bad", "queue"]
+
+
+def fetch_args(n, max_payload=1 << 20, max_bytes=8 << 20):
+    return [n, max_payload, max_bytes, "w"] + [f"i{k}" for k in range(1, n + 1)]
 
 
 def test_fetch_skips_a_queue_of_the_wrong_type_and_serves_the_next(redis):
     redis("SET", "bad", "x")
     redis("LPUSH", "queue", "a", "b")
-    got = run(redis, "fetch", FETCH_KEYS, [3, "i1", "i2", "i3"])
-    assert got[:2] == [2, 1] and got[2] == 0 and got[3].startswith(b"WRONGTYPE")
-    assert got[4:] == [1, b"a", 1, b"b"]
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(3))
+    assert got[:3] == [2, 1, 0] and got[3] == 0 and got[4].startswith(b"WRONGTYPE")
+    assert got[5:] == [1, b"a", 1, b"b"]
     assert redis("HGETALL", "qworker:inflight:w") == [b"i1", b"queue\x00a", b"i2", b"queue\x00b"]
     assert redis("GET", "bad") == b"x"
 
 
-def test_fetch_refuses_whole_when_its_in_flight_hash_is_the_wrong_type(redis):
-    redis("SET", "qworker:inflight:w", "x")
-    redis("LPUSH", "queue", "a")
-    with pytest.raises(RuntimeError, match="WRONGTYPE qworker:inflight:w"):
-        run(redis, "fetch", FETCH_KEYS, [1, "i1"])
-    assert redis("LLEN", "queue") == 1
+@pytest.mark.parametrize("key", FETCH_KEYS[:4])
+def test_fetch_refuses_whole_when_a_key_it_writes_is_the_wrong_type(redis, key):
+    redis("SET", key, "x")
+    redis("LPUSH", "queue", "a", "b" * 100)
+    with pytest.raises(RuntimeError, match=f"WRONGTYPE {key}"):
+        run(redis, "fetch", FETCH_KEYS, fetch_args(2, max_payload=10))
+    assert redis("LRANGE", "queue", 0, -1) == [b"b" * 100, b"a"]
 
 
 def test_fetch_is_refused_whole_at_maxmemory(redis):
@@ -81,10 +87,40 @@ def test_fetch_is_refused_whole_at_maxmemory(redis):
     redis("CONFIG", "SET", "maxmemory", "1")
     try:
         with pytest.raises(RuntimeError, match="^OOM"):
-            run(redis, "fetch", FETCH_KEYS, [1, "i1"])
+            run(redis, "fetch", FETCH_KEYS, fetch_args(1))
     finally:
         redis("CONFIG", "SET", "maxmemory", "0")
     assert redis("LLEN", "queue") == 1
+
+
+def test_fetch_keeps_a_payload_over_max_payload_in_redis_whole_and_hands_out_the_rest(redis):
+    big = bytes(range(256)) * 40  # 10,240 bytes, not UTF-8
+    redis("RPUSH", "queue", "c", big, "a")  # "a" is popped first
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(3, max_payload=10000))
+    # ("bad", empty here, is examined first.) The too large one takes its ref from the end of
+    # the ids; the tasks from the front.
+    assert got == [2, 0, 1, 1, b"i3", len(big), 1, b"a", 1, b"c"]
+    assert redis("HGET", "qworker:dead:payloads", "i3") == big
+    letter = json.loads(redis("LINDEX", "qworker:dead", 0))
+    assert letter["reason"] == "too_large" and letter["length"] == len(big)
+    assert letter["max_payload"] == 10000 and letter["queue"] == "queue"
+    assert letter["payload_ref"] == "i3" and letter["worker"] == "w"
+    assert redis("HKEYS", "qworker:inflight:w") == [b"i1", b"i2"]
+    stats = dict(zip(*[iter(redis("HGETALL", "qworker:stats"))] * 2))
+    assert stats[b"dead"] == b"1" and stats[b"queue:queue:dead"] == b"1"
+
+
+def test_fetch_stops_at_max_bytes_and_leaves_the_rest_in_order(redis):
+    redis("RPUSH", "queue", *[f"{k}".encode() * 100 for k in range(9, -1, -1)])  # "0..." first
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(10, max_bytes=350))
+    assert got[:3] == [2, 0, 0]
+    assert got[4::2] == [b"0" * 100, b"1" * 100, b"2" * 100]
+    # What was popped past the bound is back, as it was.
+    assert redis("LRANGE", "queue", 0, -1) == [f"{k}".encode() * 100 for k in range(9, 2, -1)]
+    assert redis("HLEN", "qworker:inflight:w") == 3
+    # The first task goes even when it alone is over the bound.
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(10, max_bytes=50))
+    assert got[3:] == [1, b"3" * 100]
 
 
 RECORD_KEYS = ["qworker:inflight:w", "qworker:stats", "qworker:dead", "qworker:schedule",

@@ -6,9 +6,10 @@
  * - as RESP by hiredis's reader with qworker's bounded reply objects (src/reply.c: an array
  *   header declaring more than REPLY_MAX_ELEMENTS is refused instead of allocated; kept input
  *   tests/fuzz/crashes/wire/oom-declared-array), every reply going to wire_fetch_reply(): when it
- *   accepts, the counts are within what was asked (nitems <= asked, examined and nbad <= queues),
- *   every item's queue index is below the queue count and its payload is readable for its whole
- *   length (ASan checks the read); when it refuses, it says why;
+ *   accepts, the counts are within what was asked (nitems + nlarge <= asked, examined and nbad
+ *   <= queues), every item's and too large payload's queue index is below the queue count, an
+ *   item's payload is readable for its whole length (ASan checks the read), and a too large
+ *   payload's ref is a string and its length not negative; when it refuses, it says why;
  * - as JSON: when it is one of qworker's wrappers, wire_read_wrapper() either refuses with a
  *   reason or gives a payload (freed: LeakSanitizer checks) with attempt 1..1000 and recoveries
  *   0..1000000; and the payload written back by wire_wrapper() reads back byte for byte, with
@@ -45,7 +46,13 @@ static void fetch_reply(const uint8_t *data, size_t size, size_t asked, int nque
         volatile char sink = 0;
 
         if (wire_fetch_reply(reply, nqueues, asked, &f, &why) == 0) {
-            CHECK(f.nitems <= asked);
+            CHECK(f.nitems + f.nlarge <= asked);
+            for (size_t i = 0; i < f.nlarge; i++) {
+                struct fetch_large l = wire_fetch_large(&f, i);
+                CHECK(l.queue >= 0 && l.queue < nqueues);
+                CHECK(l.ref != NULL && l.length >= 0);
+                sink ^= l.ref[0];
+            }
             CHECK(f.examined >= 0 && f.examined <= nqueues);
             CHECK(f.nbad >= 0 && f.nbad <= nqueues);
             for (size_t i = 0; i < f.nitems; i++) {

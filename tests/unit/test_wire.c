@@ -207,15 +207,21 @@ static redisReply *array(size_t n, ...)
 
 static void fetch_reply_is_read_whole(void **state)
 {
-    redisReply *r = array(6, integer(2), integer(1), integer(0), string("WRONGTYPE no"),
-                          integer(1), string("5"));
+    redisReply *r = array(10, integer(2), integer(1), integer(1), integer(0), string("WRONGTYPE no"),
+                          integer(1), string("ref1"), integer(2000000), integer(1), string("5"));
     struct fetch_reply f;
     struct fetch_item it;
+    struct fetch_large l;
     const char *why;
 
     (void)state;
-    assert_int_equal(wire_fetch_reply(r, 2, 1, &f, &why), 0);
+    assert_int_equal(wire_fetch_reply(r, 2, 2, &f, &why), 0);
     assert_int_equal(f.examined, 2);
+    assert_int_equal(f.nlarge, 1);
+    l = wire_fetch_large(&f, 0);
+    assert_int_equal(l.queue, 1);
+    assert_string_equal(l.ref, "ref1");
+    assert_int_equal(l.length, 2000000);
     assert_int_equal(f.nbad, 1);
     assert_int_equal(f.bad[0].queue, 0);
     assert_string_equal(f.bad[0].error, "WRONGTYPE no");
@@ -234,16 +240,22 @@ static void fetch_replies_that_make_no_sense_are_refused(void **state)
     redisReply *bad[] = {
         integer(3),
         array(1, integer(0)),
-        array(4, integer(1), integer(0), integer(0), string("a")),            /* ok: 1 task */
-        array(6, integer(1), integer(0), integer(0), string("a"), integer(0), /* 2 > max 1 */
-              string("b")),
-        array(4, integer(1), integer(0), integer(2), string("a")), /* queue index 2 of 2 */
-        array(4, integer(1), integer(0), integer(-1), string("a")),
-        array(5, integer(1), integer(0), integer(0), string("a"), integer(0)), /* odd */
-        array(4, integer(1), integer(2), integer(0), string("a")), /* 2 refused, none given */
-        array(4, integer(1), integer(0), string("0"), string("a")),
-        array(4, integer(1), integer(0), integer(0), integer(7)),
-        array(4, integer(3), integer(0), integer(0), string("a")), /* examined 3 of 2 */
+        array(5, integer(1), integer(0), integer(0), integer(0), string("a")), /* ok: 1 task */
+        array(7, integer(1), integer(0), integer(0), integer(0), string("a"), /* 2 > max 1 */
+              integer(0), string("b")),
+        array(5, integer(1), integer(0), integer(0), integer(2), string("a")), /* index 2 of 2 */
+        array(5, integer(1), integer(0), integer(0), integer(-1), string("a")),
+        array(6, integer(1), integer(0), integer(0), integer(0), string("a"), integer(0)), /* odd */
+        array(5, integer(1), integer(2), integer(0), integer(0), string("a")), /* 2 refused */
+        array(5, integer(1), integer(0), integer(0), string("0"), string("a")),
+        array(5, integer(1), integer(0), integer(0), integer(0), integer(7)),
+        array(5, integer(3), integer(0), integer(0), integer(0), string("a")), /* examined 3 */
+        /* One too large and one task: 2 > max 1. */
+        array(8, integer(1), integer(0), integer(1), integer(0), string("r"), integer(9),
+              integer(0), string("a")),
+        array(6, integer(1), integer(0), integer(1), integer(0), integer(5), integer(9)), /* ref */
+        array(6, integer(1), integer(0), integer(1), integer(0), string("r"), integer(-1)),
+        array(4, integer(1), integer(0), integer(2), integer(0)), /* 2 too large, none given */
     };
     struct fetch_reply f;
     const char *why;
