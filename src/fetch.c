@@ -10,16 +10,21 @@
 #define REFUSED_MIN_MS 50
 #define REFUSED_MAX_MS 1000
 
-void fetch_refused(struct fetch_ctx *ctx, const redisReply *reply, enum rclass cls)
+void fetch_backoff(struct fetch_ctx *ctx)
 {
     if (ctx->refused_backoff_ms < REFUSED_MIN_MS)
         ctx->refused_backoff_ms = REFUSED_MIN_MS;
-    rcond_begin(&ctx->refused, cls == RC_RETRY ? LOG_WARNING : LOG_ERR, reply_text(reply),
-                "redis does not hand out tasks (%s); trying again", rclass_name(cls));
     ctx->pause_until_us = clock_mono_us() + (int64_t)ctx->refused_backoff_ms * 1000;
     ctx->refused_backoff_ms = ctx->refused_backoff_ms * 2 > REFUSED_MAX_MS
                                   ? REFUSED_MAX_MS
                                   : ctx->refused_backoff_ms * 2;
+}
+
+void fetch_refused(struct fetch_ctx *ctx, const redisReply *reply, enum rclass cls)
+{
+    rcond_begin(&ctx->refused, cls == RC_RETRY ? LOG_WARNING : LOG_ERR, reply_text(reply),
+                "redis does not hand out tasks (%s); trying again", rclass_name(cls));
+    fetch_backoff(ctx);
 }
 
 void fetch_taken(struct fetch_ctx *ctx)

@@ -62,6 +62,8 @@ extern const struct fetch_ops fetch_pop_ops;    /* at-most-once */
 
 /* fetch.c: what both protocols use. */
 
+/* No fetch before a growing wait (reset by fetch_taken). */
+void fetch_backoff(struct fetch_ctx *ctx);
 /* Redis refused a fetch: said once, tried again after a growing wait. */
 void fetch_refused(struct fetch_ctx *ctx, const redisReply *reply, enum rclass cls);
 /* Redis handed out tasks (or answered as expected): the refusal, if any, is over. */

@@ -73,6 +73,8 @@ struct script_fetch {
      * across reloads. */
     task_id *orphans;
     size_t norphans, orphans_cap;
+
+    struct rcond nonsense; /* fetch replies that make no sense: said once */
 };
 
 static void orphan(struct script_fetch *s, const char *id)
@@ -242,8 +244,10 @@ static void refused(struct script_fetch *s, const redisReply *reply, enum rclass
     fetch_refused(s->ctx, reply, cls);
 }
 
-/* Hands over the tasks of a fetch script's reply, checked whole first (a reply that makes no
- * sense is not trusted: what the fetch may have moved goes to the rescue). Returns how many. */
+/* Hands over the tasks of a fetch script's reply, checked whole first. A reply that makes no
+ * sense is not trusted with anything: what the fetch may have moved goes to the rescue, and -1
+ * tells the caller to remake the connection it came on (whatever sent it is not Redis as we
+ * know it, or the stream is out of step). Returns how many. */
 static int take_fetched(struct script_fetch *s, const redisReply *reply, const task_id *ids,
                         int n)
 {
@@ -254,11 +258,14 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     int got, shown;
 
     if (wire_fetch_reply(reply, ctx->conf->nqueues, (size_t)n, &f, &why) < 0) {
-        log_err("consumer: a fetch reply that makes no sense (%s): what it took goes back", why);
+        rcond_begin(&s->nonsense, LOG_ERR, why,
+                    "consumer: fetch replies that make no sense; nothing in them is used, what "
+                    "the fetch may have taken goes back, and the connection is remade");
         for (int i = 0; i < n; i++)
             orphan(s, ids[i]);
-        return 0;
+        return -1;
     }
+    rcond_end(&s->nonsense, "consumer: fetch replies make sense");
     fetch_taken(ctx);
     shown = f.nbad < (int)(sizeof(f.bad) / sizeof(f.bad[0])) ? f.nbad
                                                               : (int)(sizeof(f.bad) / sizeof(f.bad[0]));
@@ -316,6 +323,12 @@ static int script_fetch(void *state, int n)
     cls = reply_class(reply, REDIS_REPLY_ARRAY);
     if (cls == RC_OK) {
         got = take_fetched(s, reply, s->ids, n);
+        if (got < 0) {
+            /* Not an outage: Redis answered. Remade at once, tried again after a backoff. */
+            rconn_close(s->ctx->rc);
+            fetch_backoff(s->ctx);
+            got = 0;
+        }
     } else {
         refused(s, reply, cls, s->ids, n);
         got = -1;
@@ -325,20 +338,26 @@ static int script_fetch(void *state, int n)
 }
 
 /* The reply of the one-task fetch pipelined behind a BLMOVE. A refused script (NOSCRIPT after a
- * Redis restart) moved nothing: the main fetch, which reloads it, takes the task instead. */
-static void waiter_fetched(struct script_fetch *s, struct waiter *w, const redisReply *r)
+ * Redis restart) moved nothing: the main fetch, which reloads it, takes the task instead.
+ * false: the reply made no sense, and the connection is to be remade. */
+static bool waiter_fetched(struct script_fetch *s, struct waiter *w, const redisReply *r)
 {
     enum rclass cls = reply_class(r, REDIS_REPLY_ARRAY);
+    bool sense = true;
     int got = 0;
 
     w->fetching = false;
-    if (cls == RC_OK)
+    if (cls == RC_OK) {
         got = take_fetched(s, r, &w->id, 1);
-    else if (cls != RC_RECONNECT &&
-             !(r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0))
+        sense = got >= 0;
+        got = got < 0 ? 0 : got;
+    } else if (cls != RC_RECONNECT &&
+               !(r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)) {
         refused(s, r, cls, &w->id, 1);
+    }
     if (got == 0)
         capacity_release(s->ctx->cap, 1);
+    return sense;
 }
 
 /* The BLMOVE a waiter blocks in was refused: its queue is not a list or may not be read, or
@@ -390,8 +409,12 @@ static void waiter_read(struct script_fetch *s, struct waiter *w)
                     waiter_refused(s, w, r, cls); /* the fetch behind it still ran */
                 else if (r->type != REDIS_REPLY_NIL)
                     fetch_queue_good(s->ctx, w->q);
-            } else if (w->fetching) {
-                waiter_fetched(s, w, r);
+            } else if (w->fetching && !waiter_fetched(s, w, r)) {
+                freeReplyObject(r);
+                waiter_drop(s, w);
+                rconn_close(&w->rc);
+                w->hold_until_us = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
+                return;
             }
             freeReplyObject(r);
         }
@@ -463,7 +486,6 @@ static int rescue(struct script_fetch *s)
     if (reply == NULL)
         return -1;
     if (reply_class(reply, REDIS_REPLY_INTEGER) == RC_OK) {
-        fetch_taken(s->ctx);
         if (reply->integer > 0)
             log_notice("consumer: %lld task(s) whose fetch reply was lost put back at the front of "
                        "their queue",

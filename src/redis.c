@@ -1,5 +1,6 @@
 #include "redis.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -224,6 +225,10 @@ void rconn_lost(struct rconn *r, const char *why)
     bool fresh = clock_mono_us() - r->connected_us < STALE_AFTER_US;
 
     snprintf(reason, sizeof(reason), "%s", why); /* why may live in the context freed below */
+    if (strcmp(why, "Out of memory") == 0)
+        reply_take_refusal(reason, sizeof(reason));
+    else if (strcmp(why, strerror(EAGAIN)) == 0) /* hiredis's word for its read timeout */
+        snprintf(reason, sizeof(reason), "no reply within the command timeout");
     if (r->c != NULL) {
         redisFree(r->c);
         r->c = NULL;

@@ -80,6 +80,19 @@ const char *rclass_name(enum rclass c)
     return "?";
 }
 
+/* Why the last reply on this thread was refused for its bounds: hiredis then reports only "Out
+ * of memory". */
+static __thread char bound_why[96];
+
+bool reply_take_refusal(char *out, size_t len)
+{
+    if (bound_why[0] == '\0')
+        return false;
+    snprintf(out, len, "%s", bound_why);
+    bound_why[0] = '\0';
+    return true;
+}
+
 /* As hiredis 0.14's own (hiredis.c), so that freeReplyObject frees them, with the bounds. */
 static redisReply *new_reply(const redisReadTask *task, int type)
 {
@@ -100,7 +113,12 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
     char *buf;
     redisReply *r;
 
-    if (len > REPLY_MAX_STRING || (buf = malloc(len + 1)) == NULL)
+    if (len > REPLY_MAX_STRING) {
+        snprintf(bound_why, sizeof(bound_why), "a reply string of %zu bytes, over the bound of %u",
+                 len, REPLY_MAX_STRING);
+        return NULL;
+    }
+    if ((buf = malloc(len + 1)) == NULL)
         return NULL;
     memcpy(buf, str, len);
     buf[len] = '\0';
@@ -118,8 +136,11 @@ static void *create_array(const redisReadTask *task, int elements)
     redisReply **element = NULL;
     redisReply *r;
 
-    if (elements > REPLY_MAX_ELEMENTS)
+    if (elements > REPLY_MAX_ELEMENTS) {
+        snprintf(bound_why, sizeof(bound_why), "a reply of %d elements, over the bound of %d",
+                 elements, REPLY_MAX_ELEMENTS);
         return NULL;
+    }
     if (elements > 0 && (element = calloc((size_t)elements, sizeof(redisReply *))) == NULL)
         return NULL;
     if ((r = new_reply(task, REDIS_REPLY_ARRAY)) == NULL) {

@@ -49,6 +49,9 @@ void rcond_end(struct rcond *c, const char *fmt, ...) __attribute__((format(prin
 #define REPLY_MAX_ELEMENTS (1 << 20)
 #define REPLY_MAX_STRING (512u << 20)
 extern redisReplyObjectFunctions reply_bounded; /* not const: hiredis 0.14 wants it so */
+/* The reason the last reply read on this thread was refused for its bounds, once (then hiredis
+ * says only "Out of memory"); false if none was. */
+bool reply_take_refusal(char *out, size_t len);
 
 /* What a reply says, for a log line: its error text, or its type. Never NULL. */
 const char *reply_text(const redisReply *reply);

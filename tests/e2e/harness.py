@@ -2,6 +2,8 @@
 the qworker binary. Everything started here is stopped here, by PID; nothing waits by sleeping:
 wait_for() polls a condition against a deadline."""
 
+import collections
+import hashlib
 import json
 import os
 import re
@@ -326,6 +328,16 @@ class Qworker:
                         timeout, f"a journal line with {text!r}", interval=0.05)
 
 
+LOUD = re.compile(r"^\S+ \S+ (warning|err|crit|alert|emerg) ", re.M)
+
+
+def loud_lines(*workers):
+    """The lines at warning or worse that workers logging to stderr wrote."""
+    return [m.group(0) + line for w in workers
+            for m, line in ((m, w.stderr_text()[m.end():].split("\n", 1)[0])
+                            for m in LOUD.finditer(w.stderr_text()))]
+
+
 def binary_exists():
     return os.access(QWORKER, os.X_OK) and shutil.which("redis-server") is not None
 
@@ -459,3 +471,159 @@ class Relay:
     def close(self):
         self.listener.close()
         self.cut()
+
+
+def resp_end(buf, i=0):
+    """Where the RESP value starting at buf[i] ends, or None while it is incomplete."""
+    nl = buf.find(b"\r\n", i)
+    if nl < 0:
+        return None
+    kind, head = buf[i:i + 1], buf[i + 1:nl]
+    if kind in (b"+", b"-", b":"):
+        return nl + 2
+    if kind == b"$":
+        end = nl + 2 + int(head) + 2 if int(head) >= 0 else nl + 2
+        return end if len(buf) >= end else None
+    if kind == b"*":
+        j = nl + 2
+        for _ in range(max(int(head), 0)):
+            j = resp_end(buf, j)
+            if j is None:
+                return None
+        return j
+    raise ValueError(f"not RESP: {buf[i:i + 40]!r}")
+
+
+def resp_args(buf, start, end):
+    """The arguments of a command (an array of bulk strings) that a client sent."""
+    args, j = [], buf.index(b"\r\n", start) + 2
+    while j < end:
+        nl = buf.index(b"\r\n", j)
+        n = int(buf[j + 1:nl])
+        args.append(buf[nl + 2:nl + 2 + n])
+        j = nl + 2 + n + 2
+    return args
+
+
+class Tamper:
+    """A relay in front of redis-server that reads RESP both ways and answers the scripts it is
+    told to itself, as a buggy or compromised server would: the command never reaches Redis (so
+    nothing moves there) and the client gets the given replies in turn, in order with the real
+    replies to what it pipelined around them. Scripts are known by the SHA1 of build/lua/."""
+
+    def __init__(self, target_port, lua_dir):
+        self.target = target_port
+        self.shas = {}
+        for name in os.listdir(lua_dir):
+            if name.endswith(".lua"):
+                with open(os.path.join(lua_dir, name), "rb") as f:
+                    self.shas[hashlib.sha1(f.read()).hexdigest().encode()] = name[:-4]
+        self.lock = threading.Lock()
+        self.answers = {}   # script name -> the replies to give, in turn
+        self.answered = {}  # script name -> how many times it was answered here
+        self.seen = set()   # script names the clients ran
+        self.socks = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def answer(self, name, replies):
+        """From now on, answer script name with replies in turn (None: let Redis answer)."""
+        with self.lock:
+            if replies is None:
+                self.answers.pop(name, None)
+            else:
+                self.answers[name] = list(replies)
+
+    def count(self, name):
+        with self.lock:
+            return self.answered.get(name, 0)
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            conn = {"client": client, "server": server, "pending": collections.deque(),
+                    "out": threading.Lock()}
+            with self.lock:
+                self.socks += [client, server]
+            threading.Thread(target=self._from_client, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._from_server, args=(conn,), daemon=True).start()
+
+    def _fake(self, args):
+        if len(args) < 2 or args[0].upper() != b"EVALSHA":
+            return None
+        name = self.shas.get(args[1].lower())
+        with self.lock:
+            if name is None:
+                return None
+            self.seen.add(name)
+            replies = self.answers.get(name)
+            if not replies:
+                return None
+            n = self.answered.get(name, 0)
+            self.answered[name] = n + 1
+            return replies[n % len(replies)]
+
+    def _flush(self, conn):
+        # Fake replies go out as soon as every real reply before them has.
+        while conn["pending"] and conn["pending"][0] is not None:
+            conn["client"].sendall(conn["pending"].popleft())
+
+    def _from_client(self, conn):
+        buf = b""
+        try:
+            while data := conn["client"].recv(65536):
+                buf += data
+                while (end := resp_end(buf)) is not None:
+                    cmd, buf = buf[:end], buf[end:]
+                    fake = self._fake(resp_args(cmd, 0, len(cmd)))
+                    with conn["out"]:
+                        conn["pending"].append(fake)
+                        if fake is None:
+                            conn["server"].sendall(cmd)
+                        else:
+                            self._flush(conn)
+        except (OSError, ValueError):
+            pass
+        self._close(conn)
+
+    def _from_server(self, conn):
+        buf = b""
+        try:
+            while data := conn["server"].recv(65536):
+                buf += data
+                while (end := resp_end(buf)) is not None:
+                    reply, buf = buf[:end], buf[end:]
+                    with conn["out"]:
+                        conn["pending"].popleft()  # the real command this answers
+                        conn["client"].sendall(reply)
+                        self._flush(conn)
+        except (OSError, ValueError, IndexError):
+            pass
+        self._close(conn)
+
+    def _close(self, conn):
+        for s in (conn["client"], conn["server"]):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from harness import (SLOW, Relay, RedisServer, assert_stores_empty, push, push_many, ran_ids,
-                     sleep_tasks, task_ids, wait_all_ran, wait_for)
+from harness import (SLOW, Relay, RedisServer, assert_stores_empty, loud_lines, push, push_many,
+                     ran_ids, sleep_tasks, task_ids, wait_all_ran, wait_for)
 
 TEXT = {"level": "info", "target": "stderr"}
 WORKER = {"concurrency": 20, "heartbeat_ttl": 2, "id": "w"}
@@ -22,13 +22,6 @@ REDIS_TIMEOUTS = {"command_timeout": 1}
 # Lines at warning or worse that a whole faulted run may write: each condition twice (begins,
 # ends), an outage twice, a few of context. Hundreds would mean a line per attempt.
 LOUD_LINES_MAX = 16
-LOUD = re.compile(r"^\S+ \S+ (warning|err|crit|alert|emerg) ", re.M)
-
-
-def loud_lines(*workers):
-    return [m.group(0) + line for w in workers
-            for m, line in ((m, w.stderr_text()[m.end():].split("\n", 1)[0])
-                            for m in LOUD.finditer(w.stderr_text()))]
 
 
 def stats(redis):

@@ -3,10 +3,12 @@ take the worker's memory, stall its queues, or be lost."""
 
 import hashlib
 import json
+import os
 
 import pytest
 
-from harness import SLOW, assert_stores_empty, push_many, sleep_tasks, task_ids, wait_all_ran
+from harness import (ROOT, loud_lines, SLOW, Tamper, assert_stores_empty, push_many, sleep_tasks, task_ids,
+                     wait_all_ran, wait_for)
 
 TEXT = {"level": "info", "target": "stderr"}
 BIG = 100 << 20
@@ -46,3 +48,57 @@ def test_payloads_over_max_payload_never_leave_redis(redis, start_qworker):
     assert peak < 64 * 1024, f"peak RSS {peak / 1024:.1f} MB with ten 100 MB payloads queued"
     assert q.stop() == 0
     assert_stores_empty(redis, dead_ok=True)
+
+
+# What a buggy or compromised server could answer a script with: more than was asked for, the
+# wrong types, nil, headers declaring a billion elements or a gigabyte that never comes, bytes
+# that are not RESP at all.
+GARBAGE = [
+    b"*" + str(3 + 2 * 500).encode() + b"\r\n:1\r\n:0\r\n:0\r\n" + b":0\r\n$1\r\nx\r\n" * 500,
+    b"*3\r\n:1\r\n:0\r\n:7\r\n",
+    b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n",
+    b"*3\r\n$4\r\ngone\r\n:9223372036854775807\r\n:9223372036854775807\r\n",
+    b"*2\r\n:9223372036854775807\r\n:9223372036854775807\r\n",
+    b"+OK\r\n",
+    b":5\r\n",
+    b"$-1\r\n",
+    b"*-1\r\n",
+    b"-ERR not what you asked for\r\n",
+    b"*1073741824\r\n",
+    b"$1073741824\r\n",
+    b"\x00\xffnot resp at all\r\n",
+]
+SCRIPTS = ("claim", "fetch", "beat", "reap")
+
+
+def test_a_redis_answering_garbage_cannot_crash_it_and_loses_nothing(redis, start_qworker):
+    t = Tamper(redis.port, os.path.join(ROOT, "build", "lua"))
+    try:
+        for name in SCRIPTS:
+            t.answer(name, GARBAGE)
+        q = start_qworker(t.port, log=TEXT, redis={"command_timeout": 0.5},
+                          worker={"concurrency": 20, "heartbeat_ttl": 1, "id": "w"})
+        ids = task_ids("h", 200)
+        push_many(redis, sleep_tasks(ids[:100], 0.05))
+        # Each script in turn gets every kind of garbage (reap runs only after a good beat).
+        for name in SCRIPTS:
+            if name != "claim":
+                t.answer(name, GARBAGE)
+            wait_for(lambda: t.count(name) >= len(GARBAGE), 60, f"every garbage {name} reply")
+            if name == "fetch":  # no fetch reached Redis: nothing can have been handed over
+                assert not q.ok_ids() and redis("HLEN", "qworker:inflight:w") == 0
+            t.answer(name, None)
+            assert q.proc.poll() is None, f"qworker died of a {name} reply"
+        # Said once per condition, not once per reply (4 x 13 of them).
+        noisy = loud_lines(q)
+        assert len(noisy) <= 20, "\n".join(noisy)
+        # A real Redis again: everything runs, each task exactly once.
+        for name in SCRIPTS:
+            t.answer(name, None)
+        push_many(redis, sleep_tasks(ids[100:]))
+        assert set(wait_all_ran([q], ids, 60).values()) == {1}
+        wait_for(lambda: redis("HLEN", "qworker:inflight:w") == 0, 10, "the last acks")
+        assert_stores_empty(redis)
+        assert q.stop() == 0
+    finally:
+        t.close()
