@@ -473,6 +473,7 @@ static int rescue(struct script_fetch *s)
     const char **args = malloc(s->norphans * sizeof(*args));
     const char *keys[] = {s->inflight_key, s->dead_key};
     redisReply *reply;
+    enum rclass cls;
     int rc = -1;
 
     if (args == NULL) {
@@ -485,7 +486,10 @@ static int rescue(struct script_fetch *s)
     free(args);
     if (reply == NULL)
         return -1;
-    if (reply_class(reply, REDIS_REPLY_INTEGER) == RC_OK) {
+    cls = reply_class(reply, REDIS_REPLY_INTEGER);
+    if (cls == RC_OK && !wire_count(reply))
+        cls = RC_FAILED;
+    if (cls == RC_OK) {
         if (reply->integer > 0)
             log_notice("consumer: %lld task(s) whose fetch reply was lost put back at the front of "
                        "their queue",
@@ -493,7 +497,7 @@ static int rescue(struct script_fetch *s)
         s->norphans = 0;
         rc = 0;
     } else {
-        fetch_refused(s->ctx, reply, reply_class(reply, REDIS_REPLY_INTEGER));
+        fetch_refused(s->ctx, reply, cls);
     }
     freeReplyObject(reply);
     return rc;

@@ -15,6 +15,7 @@
 #include "health.h"
 #include "log.h"
 #include "scripts.h"
+#include "wire.h"
 
 /* How many in-flight entries one script puts back: a few milliseconds of Redis's time. */
 #define REQUEUE_CHUNK "1000"
@@ -124,14 +125,6 @@ static long long pttl(struct rconn *rc, const char *key)
     return ms;
 }
 
-/* A count of tasks in a script's reply: an integer no Redis could hold more of. Anything else
- * (a negative, LLONG_MAX) is a reply not to be believed, and summing it would overflow. */
-static bool is_count(const redisReply *r)
-{
-    return r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= 0 &&
-           r->integer <= (1LL << 40);
-}
-
 /* Puts back, a chunk per round trip, what a previous run of this id left in flight: before the
  * consumer starts, so that nothing running now is among it. 1 done, 0 try again. */
 static int requeue_leftovers(struct identity *id, struct rconn *rc)
@@ -145,8 +138,7 @@ static int requeue_leftovers(struct identity *id, struct rconn *rc)
 
         if (reply == NULL)
             return 0;
-        if (reply_class(reply, REDIS_REPLY_ARRAY) != RC_OK || reply->elements != 2 ||
-            !is_count(reply->element[0]) || !is_count(reply->element[1])) {
+        if (reply_class(reply, REDIS_REPLY_ARRAY) != RC_OK || !wire_requeue_reply(reply)) {
             rcond_begin(&id->claim_refused, LOG_ERR, reply_text(reply),
                         "cannot put back what a previous run of worker %s left in %s; retrying",
                         id->conf->worker_id, id->inflight_key);
@@ -202,10 +194,10 @@ static int try_claim(struct identity *id, struct rconn *rc)
     freeReplyObject(cur);
     if (reply == NULL)
         return 0;
-    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK)
+    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK || !wire_claim_reply(reply))
         rcond_begin(&id->claim_refused, LOG_ERR, reply_text(reply),
                     "cannot take worker id %s in redis; retrying", id->conf->worker_id);
-    id->claimed = reply->type == REDIS_REPLY_INTEGER && reply->integer == 0;
+    id->claimed = wire_claim_reply(reply) && reply->integer == 0;
     freeReplyObject(reply);
     return id->claimed ? requeue_leftovers(id, rc) : 0;
 }
@@ -291,17 +283,6 @@ static bool seen_before(char seen[][128], int *n, int cap, const char *name)
     return false;
 }
 
-static bool reap_reply_fits(const redisReply *r)
-{
-    if (r->elements % 3 != 0)
-        return false;
-    for (size_t i = 0; i < r->elements; i += 3)
-        if (r->element[i]->type != REDIS_REPLY_STRING || !is_count(r->element[i + 1]) ||
-            !is_count(r->element[i + 2]))
-            return false;
-    return true;
-}
-
 /* Puts back the in-flight tasks of workers whose heartbeat expired, a chunk per round trip until
  * none is left, with one line per worker. Runs on the reporter thread, whose progress it is. */
 static void reap(struct identity *id, struct rconn *rc)
@@ -324,7 +305,7 @@ static void reap(struct identity *id, struct rconn *rc)
             freeReplyObject(reply);
             return;
         }
-        if (!reap_reply_fits(reply)) {
+        if (!wire_reap_reply(reply)) {
             rcond_begin(&id->reap_refused, LOG_ERR, "a reply that is not (worker, moved, left)...",
                         "cannot put back the tasks of workers whose heartbeat expired");
             freeReplyObject(reply);
@@ -360,8 +341,7 @@ int identity_beat(struct identity *id, struct rconn *rc, long inflight)
     free(value);
     if (reply == NULL)
         return -1;
-    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK || reply->integer < 0 ||
-        reply->integer > 1) {
+    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK || !wire_beat_reply(reply)) {
         rcond_begin(&id->beat_refused, LOG_ERR, reply_text(reply),
                     "cannot refresh the heartbeat %s: once it expires other workers put this "
                     "one's tasks back, and they may run twice",

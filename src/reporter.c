@@ -24,6 +24,7 @@
 #include "retry.h"
 #include "task.h"
 #include "taskq.h"
+#include "wire.h"
 
 /* At shutdown, how long to wait for Redis to record what is still held. */
 #define FINAL_RECORD_US (10 * 1000000LL)
@@ -269,7 +270,7 @@ static int record_pending(struct reporter *rp)
     reply = script_run(&rp->rc, SCRIPT_RECORD, rp->call.nkeys, rp->call.keys, NULL,
                        rp->call.nargs, rp->call.args, rp->call.arglens);
     cls = reply_class(reply, REDIS_REPLY_ARRAY);
-    if (cls == RC_OK && (reply->elements != 3 || reply->element[1]->type != REDIS_REPLY_INTEGER))
+    if (cls == RC_OK && !wire_record_reply(reply))
         cls = RC_FAILED;
     if (cls == RC_RECONNECT)
         return -1; /* sent again, with the same tag, once connected */
@@ -397,7 +398,7 @@ static void move_due_if_due(struct reporter *rp)
     if (reply == NULL)
         return;
     rp->next_due_us = now + SCHEDULE_CHECK_US;
-    if (reply_class(reply, REDIS_REPLY_ARRAY) != RC_OK || reply->elements != 2) {
+    if (reply_class(reply, REDIS_REPLY_ARRAY) != RC_OK || !wire_due_reply(reply)) {
         rcond_begin(&rp->due_refused, LOG_ERR, reply_text(reply),
                     "cannot move due retries and delayed tasks from %s back to their queues "
                     "(they wait there; nothing is lost)",
@@ -406,7 +407,7 @@ static void move_due_if_due(struct reporter *rp)
         rcond_end(&rp->due_refused, "due retries and delayed tasks move from %s again",
                   rp->schedule_key);
         const redisReply *moved = reply->element[0], *next = reply->element[1];
-        if (moved->type == REDIS_REPLY_INTEGER && moved->integer == atoi(SCHEDULE_BATCH))
+        if (moved->integer == atoi(SCHEDULE_BATCH))
             rp->next_due_us = now; /* more are due */
         else if (next->type == REDIS_REPLY_STRING) {
             int64_t in_us = (int64_t)(strtod(next->str, NULL) * 1000) - clock_real_us();

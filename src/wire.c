@@ -1,6 +1,7 @@
 #include "wire.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,71 @@ int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_
     out->nitems = rest;
     out->items = (const redisReply *const *)r->element + head;
     return 0;
+}
+
+bool wire_count(const redisReply *r)
+{
+    return is_int(r, 0, 1LL << 40);
+}
+
+static bool counts(const redisReply *r, size_t n)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!wire_count(r->element[i]))
+            return false;
+    return true;
+}
+
+bool wire_requeue_reply(const redisReply *r)
+{
+    return counts(r, 2);
+}
+
+bool wire_reap_reply(const redisReply *r)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 3 != 0)
+        return false;
+    for (size_t i = 0; i < r->elements; i += 3)
+        if (r->element[i]->type != REDIS_REPLY_STRING || r->element[i]->str == NULL ||
+            !wire_count(r->element[i + 1]) || !wire_count(r->element[i + 2]))
+            return false;
+    return true;
+}
+
+bool wire_beat_reply(const redisReply *r)
+{
+    return is_int(r, 0, 1);
+}
+
+bool wire_claim_reply(const redisReply *r)
+{
+    return is_int(r, -1, 0);
+}
+
+bool wire_record_reply(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+           wire_count(r->element[0]) && wire_count(r->element[1]) && is_int(r->element[2], 0, 1);
+}
+
+bool wire_due_reply(const redisReply *r)
+{
+    const redisReply *next;
+    char *end;
+    double score;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        !wire_count(r->element[0]))
+        return false;
+    next = r->element[1];
+    if (next->type == REDIS_REPLY_NIL)
+        return true;
+    if (next->type != REDIS_REPLY_STRING || next->str == NULL || next->len == 0)
+        return false;
+    score = strtod(next->str, &end);
+    return end == next->str + next->len && isfinite(score);
 }
 
 struct fetch_large wire_fetch_large(const struct fetch_reply *f, size_t i)

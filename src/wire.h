@@ -88,4 +88,15 @@ struct fetch_item wire_fetch_item(const struct fetch_reply *f, size_t i);
 /* Too large payload i of a checked reply. */
 struct fetch_large wire_fetch_large(const struct fetch_reply *f, size_t i);
 
+/* The replies of the other scripts, each checked whole before a field is read: what each
+ * returns is said at the top of its src/lua/ file. A server that answers anything else is not
+ * believed. */
+bool wire_count(const struct redisReply *r);          /* a count of tasks: 0 to 2^40 */
+bool wire_requeue_reply(const struct redisReply *r);  /* {moved, left} */
+bool wire_reap_reply(const struct redisReply *r);     /* {worker, moved, left} per worker */
+bool wire_beat_reply(const struct redisReply *r);     /* 1 ours, 0 taken over */
+bool wire_claim_reply(const struct redisReply *r);    /* 0 claimed, -1 in use */
+bool wire_record_reply(const struct redisReply *r);   /* {recorded, no longer ours, 0 or 1} */
+bool wire_due_reply(const struct redisReply *r);      /* {moved, next score or nil} */
+
 #endif

@@ -9,7 +9,9 @@
  *   accepts, the counts are within what was asked (nitems + nlarge <= asked, examined and nbad
  *   <= queues), every item's and too large payload's queue index is below the queue count, an
  *   item's payload is readable for its whole length (ASan checks the read), and a too large
- *   payload's ref is a string and its length not negative; when it refuses, it says why;
+ *   payload's ref is a string and its length not negative; when it refuses, it says why; and
+ *   to the check of every other script's reply (wire_requeue_reply, wire_reap_reply...): when
+ *   one accepts, every field its caller reads is read here (ASan checks) and is in range;
  * - as JSON: when it is one of qworker's wrappers, wire_read_wrapper() either refuses with a
  *   reason or gives a payload (freed: LeakSanitizer checks) with attempt 1..1000 and recoveries
  *   0..1000000; and the payload written back by wire_wrapper() reads back byte for byte, with
@@ -29,6 +31,34 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* What identity.c, reporter.c and fetch_script.c read of a reply once its check accepted it. */
+static void script_replies(const redisReply *r)
+{
+    volatile long long sink = 0;
+
+    if (wire_count(r))
+        CHECK(r->integer >= 0);
+    if (wire_requeue_reply(r))
+        sink += r->element[0]->integer + r->element[1]->integer;
+    if (wire_reap_reply(r))
+        for (size_t i = 0; i < r->elements; i += 3) {
+            CHECK(r->element[i]->str != NULL);
+            sink += r->element[i]->str[0] + r->element[i + 1]->integer + r->element[i + 2]->integer;
+        }
+    if (wire_beat_reply(r))
+        CHECK(r->integer == 0 || r->integer == 1);
+    if (wire_claim_reply(r))
+        CHECK(r->integer == 0 || r->integer == -1);
+    if (wire_record_reply(r))
+        sink += r->element[0]->integer + r->element[1]->integer + r->element[2]->integer;
+    if (wire_due_reply(r)) {
+        sink += r->element[0]->integer;
+        if (r->element[1]->type == REDIS_REPLY_STRING)
+            sink += (long long)strtod(r->element[1]->str, NULL);
+    }
+    (void)sink;
+}
+
 static void fetch_reply(const uint8_t *data, size_t size, size_t asked, int nqueues)
 {
     redisReader *r = redisReaderCreate();
@@ -45,6 +75,7 @@ static void fetch_reply(const uint8_t *data, size_t size, size_t asked, int nque
         const char *why = NULL;
         volatile char sink = 0;
 
+        script_replies(reply);
         if (wire_fetch_reply(reply, nqueues, asked, &f, &why) == 0) {
             CHECK(f.nitems + f.nlarge <= asked);
             for (size_t i = 0; i < f.nlarge; i++) {

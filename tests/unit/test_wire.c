@@ -3,6 +3,7 @@
  * recovered task, read back by envelope.c as the same payload; and fetch replies that make no
  * sense refused whole. */
 #include <setjmp.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -273,6 +274,63 @@ static void fetch_replies_that_make_no_sense_are_refused(void **state)
     }
 }
 
+static redisReply *nil(void)
+{
+    redisReply *r = calloc(1, sizeof(*r));
+
+    r->type = REDIS_REPLY_NIL;
+    return r;
+}
+
+/* Each script's reply as the script sends it is accepted; anything else, refused whole. */
+static void script_replies_are_checked_whole(void **state)
+{
+    static const char *const names[] = {"requeue", "reap", "beat", "claim", "record", "due"};
+    bool (*const check[])(const redisReply *) = {wire_requeue_reply, wire_reap_reply,
+                                                 wire_beat_reply,    wire_claim_reply,
+                                                 wire_record_reply,  wire_due_reply};
+    struct {
+        int script;
+        bool ok;
+        redisReply *r;
+    } cases[] = {
+        {0, true, array(2, integer(3), integer(0))},
+        {0, false, array(2, integer(-1), integer(0))},
+        {0, false, array(2, integer(LLONG_MAX), integer(0))},
+        {0, false, array(3, integer(1), integer(0), integer(0))},
+        {0, false, integer(2)},
+        {1, true, array(3, string("w"), integer(1), integer(0))},
+        {1, true, array(0)},
+        {1, false, array(2, string("w"), integer(1))},
+        {1, false, array(3, integer(1), integer(1), integer(0))},
+        {1, false, array(3, string("w"), integer(LLONG_MAX), integer(LLONG_MAX))},
+        {2, true, integer(1)},
+        {2, true, integer(0)},
+        {2, false, integer(5)},
+        {2, false, string("1")},
+        {3, true, integer(-1)},
+        {3, false, integer(1)},
+        {4, true, array(3, integer(5), integer(0), integer(0))},
+        {4, false, array(3, integer(5), string("0"), integer(0))},
+        {4, false, array(3, integer(5), integer(0), integer(2))},
+        {4, false, array(2, integer(5), integer(0))},
+        {5, true, array(2, integer(0), nil())},
+        {5, true, array(2, integer(100), string("1764230000000"))},
+        {5, false, array(2, integer(0), string("soon"))},
+        {5, false, array(2, integer(0), string("nan"))},
+        {5, false, array(2, integer(0), string(""))},
+        {5, false, array(1, integer(0))},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (check[cases[i].script](cases[i].r) != cases[i].ok)
+            fail_msg("case %zu: the %s check says %s", i, names[cases[i].script],
+                     cases[i].ok ? "no" : "yes");
+        freeReplyObject(cases[i].r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +340,7 @@ int main(void)
         cmocka_unit_test(nested_wrappers_keep_the_outer_id),
         cmocka_unit_test(fetch_reply_is_read_whole),
         cmocka_unit_test(fetch_replies_that_make_no_sense_are_refused),
+        cmocka_unit_test(script_replies_are_checked_whole),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
