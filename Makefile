@@ -9,6 +9,7 @@ sysconfdir ?= /etc
 mandir     ?= $(PREFIX)/share/man
 docdir     ?= $(PREFIX)/share/doc/qworker
 unitdir    ?= $(PREFIX)/lib/systemd/system
+sysusersdir ?= $(PREFIX)/lib/sysusers.d
 CC         ?= cc
 PKGS       := hiredis libevent libevent_pthreads libconfig libsystemd jansson
 
@@ -111,8 +112,8 @@ test: deps-test
 	@$(MAKE) --no-print-directory all unit asan tsan deb
 	tests/run-all.sh
 
-# Honours PREFIX, DESTDIR, sbindir, sysconfdir, mandir, docdir, unitdir. Never overwrites an
-# existing configuration.
+# Honours PREFIX, DESTDIR, sbindir, sysconfdir, mandir, docdir, unitdir, sysusersdir. Never
+# overwrites an existing configuration.
 install: all
 	install -D -m 0755 $(BUILD)/qworker $(DESTDIR)$(sbindir)/qworker
 	install -d $(DESTDIR)$(unitdir)
@@ -124,8 +125,16 @@ install: all
 	install -D -m 0644 packaging/man/worker.conf.5 $(DESTDIR)$(mandir)/man5/worker.conf.5
 	install -D -m 0644 worker.conf.example $(DESTDIR)$(docdir)/examples/worker.conf.example
 	install -D -m 0644 README.md $(DESTDIR)$(docdir)/README.md
+	install -D -m 0644 packaging/qworker.sysusers $(DESTDIR)$(sysusersdir)/qworker.conf
 	[ -e $(DESTDIR)$(sysconfdir)/qworker/worker.conf ] || \
 	    install -D -m 0644 worker.conf.example $(DESTDIR)$(sysconfdir)/qworker/worker.conf
+	@# Installed on this machine (a package does it in its postinst instead): the configuration
+	@# may hold the Redis password, so it is closed to all but root and the service's group.
+	if [ -z "$(DESTDIR)" ]; then \
+	    systemd-sysusers $(sysusersdir)/qworker.conf && \
+	    chgrp qworker-config $(sysconfdir)/qworker $(sysconfdir)/qworker/worker.conf && \
+	    chmod 2750 $(sysconfdir)/qworker && chmod 0640 $(sysconfdir)/qworker/worker.conf; \
+	fi
 
 deb:
 	$(call ensure_debs,$(DEB_DEB))

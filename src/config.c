@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "config_include.h"
+#include "config_secret.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -19,14 +20,15 @@
 
 struct parse {
     const char *path;
+    const char *dir; /* where @include looks (the file's own directory); NULL: as written */
     char *err;
     size_t errlen;
 };
 
 static const char *const top_names[] = {"redis", "worker", "queues", "handlers", "log", NULL};
 static const char *const redis_names[] = {
-    "host",     "port",           "unix_socket",     "db", "username",
-    "password", "connect_timeout", "command_timeout", NULL};
+    "host",     "port",          "unix_socket",     "db",              "username",
+    "password", "password_file", "connect_timeout", "command_timeout", NULL};
 static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
                                            "delivery", "prefix",           "shutdown_timeout",
                                            "heartbeat_ttl", "max_payload",     "max_recoveries",
@@ -192,6 +194,67 @@ static int get_seconds(struct parse *p, const config_setting_t *group, const cha
     return 0;
 }
 
+/* The file a setting was read from: the configuration, or an @include as libconfig 1.5 names
+ * it (as written: joined here to the include directory, as libconfig itself joins it). */
+static char *source_path(const struct parse *p, const config_setting_t *s)
+{
+    const char *file = config_setting_source_file(s);
+    char *path;
+
+    if (file == NULL || strcmp(file, p->path) == 0 || p->dir == NULL)
+        return strdup(file != NULL ? file : p->path);
+    return asprintf(&path, "%s/%s", p->dir, file) < 0 ? NULL : path;
+}
+
+/* password_file = "...": the password is read from it, so that the configuration itself may
+ * be readable by more than the daemon. A relative name is a systemd credential (LoadCredential=),
+ * which is how a DynamicUser= service gets a file only root may read. */
+static int read_password_file(struct parse *p, const config_setting_t *s, const char *name,
+                              struct redis_conf *r)
+{
+    char why[512];
+    int credential = 0;
+
+    if (name == NULL || name[0] == '\0') /* (NULL: never for a setting read from a file) */
+        return fail(p, s, "'password_file' must not be empty");
+    r->password_path = secret_path(name, &credential, why, sizeof(why));
+    if (r->password_path == NULL)
+        return fail(p, s, "'password_file' \"%s\" %s", name, why);
+    if (secret_read(r->password_path, &r->password, why, sizeof(why)) < 0)
+        return fail(p, s, "'password_file' %s %s%s", r->password_path, why,
+                    credential && strcmp(why, "is empty") == 0
+                        ? " (is the file its LoadCredential= reads missing or empty?)"
+                        : "");
+    return 0;
+}
+
+/* The password, inline or from password_file; and which file holds it, for the warning when
+ * others may read that file (see main.c). */
+static int parse_password(struct parse *p, const config_setting_t *g, struct redis_conf *r)
+{
+    const config_setting_t *inline_s = g ? config_setting_get_member(g, "password") : NULL;
+    const config_setting_t *file_s = g ? config_setting_get_member(g, "password_file") : NULL;
+    char *name = NULL;
+    int rc;
+
+    if (inline_s != NULL && file_s != NULL)
+        return fail(p, file_s, "set 'password' or 'password_file', not both");
+    if (inline_s != NULL) {
+        r->password_inline = true;
+        if (get_string(p, g, "password", NULL, &r->password) < 0)
+            return -1;
+        r->password_path = source_path(p, inline_s);
+        return r->password_path != NULL ? 0 : fail(p, inline_s, "out of memory");
+    }
+    if (file_s == NULL)
+        return 0;
+    if (get_string(p, g, "password_file", NULL, &name) < 0)
+        return -1;
+    rc = read_password_file(p, file_s, name, r);
+    free(name);
+    return rc;
+}
+
 static int parse_redis(struct parse *p, const config_setting_t *root, struct redis_conf *r)
 {
     const config_setting_t *g;
@@ -206,11 +269,12 @@ static int parse_redis(struct parse *p, const config_setting_t *root, struct red
         get_string(p, g, "unix_socket", NULL, &r->unix_socket) < 0 ||
         get_int(p, g, "db", 0, INT_MAX, 0, &r->db) < 0 ||
         get_string(p, g, "username", NULL, &r->username) < 0 ||
-        get_string(p, g, "password", NULL, &r->password) < 0)
+        parse_password(p, g, r) < 0)
         return -1;
     if (r->username != NULL && r->password == NULL)
         return fail(p, config_setting_get_member(g, "username"),
-                    "'username' needs a 'password' (Redis ACL: AUTH username password)");
+                    "'username' needs a 'password' or a 'password_file' (Redis ACL: AUTH "
+                    "username password)");
     if (get_seconds(p, g, "connect_timeout", 0.01, 3600, 2, &t) < 0)
         return -1;
     r->connect_timeout_ms = (int)(t * 1000);
@@ -580,9 +644,10 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     slash = dir ? strrchr(dir, '/') : NULL;
     if (slash != NULL) {
         *slash = '\0';
-        config_set_include_dir(&cf, dir[0] ? dir : "/");
+        p.dir = dir[0] ? dir : "/";
+        config_set_include_dir(&cf, p.dir);
     }
-    if (config_check_includes(path, slash != NULL ? (dir[0] ? dir : "/") : NULL, err, errlen) < 0)
+    if (config_check_includes(path, p.dir, err, errlen) < 0)
         goto fail;
     if (!config_read_file(&cf, path)) {
         if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
@@ -613,7 +678,8 @@ void config_free(struct config *c)
     free(c->redis.host);
     free(c->redis.unix_socket);
     free(c->redis.username);
-    free(c->redis.password);
+    secret_free(c->redis.password);
+    free(c->redis.password_path);
     free(c->worker_id);
     free(c->prefix);
     for (int i = 0; i < c->nqueues; i++)
@@ -653,10 +719,12 @@ const char *config_fixed_change(const struct config *old, const struct config *n
 
     if (!same_str(a->host, b->host) || a->port != b->port ||
         !same_str(a->unix_socket, b->unix_socket) || a->db != b->db ||
-        !same_str(a->username, b->username) || !same_str(a->password, b->password) ||
-        a->connect_timeout_ms != b->connect_timeout_ms ||
+        !same_str(a->username, b->username) || a->connect_timeout_ms != b->connect_timeout_ms ||
         a->command_timeout_ms != b->command_timeout_ms)
         return "the redis section";
+    /* Compared by value: where it is kept may move, the connections keep using the old one. */
+    if (!same_str(a->password, b->password))
+        return "the redis password (inline or in its password_file)";
     if (strcmp(old->worker_id, next->worker_id) != 0)
         return "worker.id";
     if (strcmp(old->prefix, next->prefix) != 0)

@@ -19,7 +19,10 @@ struct redis_conf {
     char *unix_socket; /* used instead of host/port when set */
     int db;
     char *username;
-    char *password;
+    char *password;      /* inline, or the content of password_file; wiped when freed */
+    char *password_path; /* the file holding it: the config file (or @include) for an inline
+                          * one, else the password_file, resolved; NULL without a password */
+    bool password_inline;
     int connect_timeout_ms;
     int command_timeout_ms;
 };

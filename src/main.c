@@ -13,6 +13,7 @@
 
 #include "capacity.h"
 #include "config.h"
+#include "config_secret.h"
 #include "consumer.h"
 #include "daemon.h"
 #include "health.h"
@@ -62,6 +63,35 @@ static void warn_option_injection(const struct config *conf, FILE *out)
         else
             log_warn("%s", line);
     }
+}
+
+/* Whoever can read the password can use the queues: said by -t and at start when a file holding
+ * it is open to more than the daemon. The configuration may be readable by its group (the
+ * package gives it to the daemon's group, 0640); a password_file is for the daemon alone. */
+static void warn_readable_password(const struct config *conf, FILE *out)
+{
+    const struct redis_conf *r = &conf->redis;
+    mode_t mode = 0;
+    char line[1024];
+
+    if (r->password_path == NULL ||
+        !secret_exposed(r->password_path, r->password_inline ? 0004 : 0044, &mode))
+        return;
+    if (r->password_inline)
+        snprintf(line, sizeof(line),
+                 "%s holds the redis password and every user may read it (mode %04o): run "
+                 "chmod 0640 %s (0600 if the daemon owns it), or move the password to a "
+                 "password_file",
+                 r->password_path, (unsigned)mode, r->password_path);
+    else
+        snprintf(line, sizeof(line),
+                 "the redis password_file %s may be read by more than its owner (mode %04o): "
+                 "run chmod 0600 %s",
+                 r->password_path, (unsigned)mode, r->password_path);
+    if (out != NULL)
+        fprintf(out, "%s: warning: %s\n", conf->path, line);
+    else
+        log_warn("%s", line);
 }
 
 static int start_threads(struct daemon *d)
@@ -213,6 +243,7 @@ int main(int argc, char **argv)
     }
     if (test) {
         warn_option_injection(conf, stderr);
+        warn_readable_password(conf, stderr);
         fprintf(stderr, "%s: configuration is valid\n", path);
         config_free(conf);
         return 0;
@@ -220,6 +251,7 @@ int main(int argc, char **argv)
     log_init(conf->log_target, conf->log_level);
     d.conf = conf;
     warn_option_injection(conf, NULL);
+    warn_readable_password(conf, NULL);
     /* Every thread waits at most a quarter of the watchdog interval between beats. */
     if (notify_watchdog_usec() > 0)
         health_set_period_ms((int)(notify_watchdog_usec() / 4000));

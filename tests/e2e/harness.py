@@ -240,6 +240,9 @@ def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=
     text += extra
     with open(path, "w") as f:
         f.write(text)
+    # Closed as an operator keeps a file that may hold a password: one that every user may read
+    # makes qworker warn at start (issue 10), a line the tests of quiet runs would count.
+    os.chmod(path, 0o600)
     return path
 
 

@@ -197,6 +197,97 @@ def test_t_warns_about_exec_commands_without_end_of_options(workdir):
     assert r.stderr.splitlines()[-1].endswith("configuration is valid")
 
 
+def write_file(path, text, mode):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def password_warnings(stderr):
+    return [line for line in stderr.splitlines() if "warning" in line and "password" in line]
+
+
+@pytest.mark.parametrize("mode,warns", [(0o644, True), (0o604, True), (0o640, False),
+                                        (0o600, False)])
+def test_t_warns_when_every_user_may_read_an_inline_password(workdir, mode, warns):
+    """Group read is how the package lets the daemon read its configuration (0640): only a
+    configuration that every user may read is said to expose the password."""
+    path = write_file(os.path.join(workdir, "inline.conf"),
+                      'redis = { password = "s3cret"; };\n', mode)
+    r = run_qworker("-t", "-c", path)
+    assert r.returncode == 0, r.stderr
+    warned = password_warnings(r.stderr)
+    if not warns:
+        assert warned == [], r.stderr
+        return
+    assert len(warned) == 1, r.stderr
+    assert warned[0].startswith(f"{path}: warning: {path} holds the redis password"), warned[0]
+    assert f"(mode {mode:04o})" in warned[0] and f"chmod 0640 {path}" in warned[0], warned[0]
+    assert "s3cret" not in r.stderr
+
+
+@pytest.mark.parametrize("mode,warns", [(0o644, True), (0o640, True), (0o604, True),
+                                        (0o600, False), (0o400, False)])
+def test_t_warns_when_a_password_file_may_be_read_by_its_group_or_others(workdir, mode, warns):
+    secret = write_file(os.path.join(workdir, "redis-password"), "s3cret\n", mode)
+    path = write_file(os.path.join(workdir, "file.conf"),
+                      f'redis = {{ password_file = "{secret}"; }};\n', 0o644)
+    r = run_qworker("-t", "-c", path)
+    assert r.returncode == 0, r.stderr
+    warned = password_warnings(r.stderr)
+    if not warns:
+        assert warned == [], r.stderr  # nor about the 0644 configuration: it holds no password
+        return
+    assert len(warned) == 1, r.stderr
+    assert f"password_file {secret} may be read by more than its owner (mode {mode:04o})" \
+        in warned[0] and f"chmod 0600 {secret}" in warned[0], warned[0]
+    assert "s3cret" not in r.stderr
+
+
+def test_t_relative_password_file_is_read_from_credentials_directory(workdir):
+    """As systemd's LoadCredential= passes it: $CREDENTIALS_DIRECTORY/NAME."""
+    path = write_file(os.path.join(workdir, "cred.conf"),
+                      'redis = { password_file = "redis-password"; };\n', 0o644)
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    r = subprocess.run([QWORKER, "-t", "-c", path], capture_output=True, text=True, timeout=10,
+                       env=env)
+    assert r.returncode == 78, r.stderr
+    assert r.stderr.startswith(f"{path}:1: 'password_file' \"redis-password\" is relative"), \
+        r.stderr
+    assert "$CREDENTIALS_DIRECTORY, which is not set" in r.stderr
+    write_file(os.path.join(workdir, "redis-password"), "s3cret\n", 0o400)
+    r = subprocess.run([QWORKER, "-t", "-c", path], capture_output=True, text=True, timeout=10,
+                       env=dict(env, CREDENTIALS_DIRECTORY=workdir))
+    assert r.returncode == 0 and password_warnings(r.stderr) == [], r.stderr
+
+
+def test_password_file_authenticates_and_a_changed_one_needs_a_restart(workdir, start_qworker):
+    """The password read from the file is what AUTH sends; a reload reads the file again, and a
+    new password there is refused until a restart (the connections keep the old one)."""
+    redis = RedisServer(workdir).start()
+    try:
+        redis("CONFIG", "SET", "requirepass", "from-a-file")  # this connection stays in
+        secret = write_file(os.path.join(workdir, "redis-password"), "from-a-file\n", 0o644)
+        q = start_qworker(redis.port, redis={"password_file": secret})
+        q.wait_message("ready", 10)
+        warned = q.wait_message("may be read by more than its owner", 5)
+        assert warned[0]["PRIORITY"] == "4" and f"chmod 0600 {secret}" in warned[0]["MESSAGE"]
+        push(redis, "0.1")
+        assert q.wait_completions(1, 5)[0]["QWORKER_OUTCOME"] == "ok"
+        write_file(secret, "rotated\n", 0o600)
+        q.signal(signal.SIGHUP)
+        refused = q.wait_message("reload refused", 10)
+        assert "the redis password (inline or in its password_file) cannot change without a " \
+            "restart" in refused[0]["MESSAGE"]
+        assert "rotated" not in refused[0]["MESSAGE"]
+        push(redis, "0.1")
+        assert len(q.wait_completions(2, 5)) == 2
+        assert q.stop() == 0
+    finally:
+        redis.stop()
+
+
 def test_missing_config_file_exits_78(workdir):
     r = run_qworker("-c", os.path.join(workdir, "absent.conf"))
     assert r.returncode == 78 and "absent.conf:0: cannot read" in r.stderr

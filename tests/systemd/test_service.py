@@ -31,6 +31,17 @@ ExecStart=/usr/bin/redis-server --port {PORT} --bind 127.0.0.1 --save "" --appen
 """
 
 
+# A second Redis that wants a password, for the credential test (requirepass: no user name).
+AUTH_PORT = PORT + 1
+AUTH_PASSWORD = "cred-5ecret-not-in-any-config"
+REDIS_AUTH_UNIT = f"""[Unit]
+Description=the tests' Redis that wants a password, on a private port
+[Service]
+Type=notify
+ExecStart=/usr/bin/redis-server --port {AUTH_PORT} --bind 127.0.0.1 --save "" --appendonly no --supervised systemd --requirepass {AUTH_PASSWORD}
+"""
+
+
 def sh(*args, check=True, timeout=60, input=None):
     r = subprocess.run([SANDBOX, *args], env=ENV, capture_output=True, text=True, timeout=timeout,
                        input=input)
@@ -94,6 +105,11 @@ def sandbox():
     deb = package()
     sh("up", BUILD, timeout=120)
     try:
+        # systemd mounts a unit's credentials (LoadCredential=) in a helper's mount namespace and
+        # relies on / being shared, as it is on any machine systemd boots; the sandbox's own
+        # namespace starts private, and the credentials would never reach the service. (Inside
+        # only: the namespace was made private towards the host.)
+        run("mount", "--make-rshared", "/")
         # A container's policy-rc.d (exit 101) would make deb-systemd-invoke in the maintainer
         # scripts skip every start/stop/try-restart; a real system has none. (Inside only.)
         run("rm", "-f", "/usr/sbin/policy-rc.d")
@@ -243,6 +259,87 @@ def test_unit_files_are_hardened_and_verified(sandbox):
     assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
     out = run("systemd-analyze", "verify", "qworker@a.service", check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_installed_configuration_is_closed_to_others(fresh):
+    """The configuration may hold the Redis password: root and the group qworker-config, which
+    the service's dynamic user joins, may read it; no one else."""
+    # (setgid: a file made there, say NAME.conf for qworker@NAME, gets the group.)
+    assert run("stat", "-c", "%a %U %G", "/etc/qworker").stdout.split() == \
+        ["2750", "root", "qworker-config"]
+    assert run("stat", "-c", "%a %U %G", "/etc/qworker/worker.conf").stdout.split() == \
+        ["640", "root", "qworker-config"]
+    # dpkg keeps them over upgrades of the conffile.
+    overrides = run("dpkg-statoverride", "--list").stdout.splitlines()
+    assert "root qworker-config 2750 /etc/qworker" in overrides, overrides
+    assert "root qworker-config 640 /etc/qworker/worker.conf" in overrides, overrides
+    nobody = run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat",
+                 "/etc/qworker/worker.conf", check=False)
+    assert nobody.returncode != 0 and "Permission denied" in nobody.stderr, nobody
+    # And yet the service reads it (DynamicUser=, PrivateUsers=): it starts on it.
+    run("systemctl", "start", "qworker", timeout=30)
+    assert prop("ActiveState") == "active"
+    # ConfigurationDirectoryMode= agrees with the package: systemd says nothing at start.
+    assert not journal("-g", "already exists but the mode is different")
+
+
+def test_password_from_a_credential_reaches_redis(fresh):
+    """password_file = "redis-password": the unit's LoadCredential= copies
+    /etc/qworker/redis-password (root's alone) for the dynamic user, qworker sends it in AUTH.
+    Without that file the unit still starts (the other tests), and a configuration that names
+    the credential is refused with why."""
+    run("sh", "-c", "cat > /etc/systemd/system/test-redis-auth.service", input=REDIS_AUTH_UNIT)
+    run("systemctl", "daemon-reload")
+    run("systemctl", "start", "test-redis-auth", timeout=30)
+
+    def authed(*args):
+        return run("redis-cli", "-p", str(AUTH_PORT), "--no-auth-warning", "-a", AUTH_PASSWORD,
+                   *args).stdout.strip()
+    try:
+        write_config(text=f'''redis = {{ host = "127.0.0.1"; port = {AUTH_PORT};
+                                password_file = "redis-password"; }};
+worker = {{ shutdown_timeout = 2; heartbeat_ttl = 3; }};
+''')
+        # No /etc/qworker/redis-password: the fallback credential, an empty password.
+        run("systemctl", "start", "qworker", timeout=30, check=False)
+        assert prop("ExecMainStatus") == "78" and prop("ActiveState") == "failed"
+        said = journal("-g", "is empty")
+        assert "/run/credentials/qworker.service/redis-password is empty (is the file its " \
+            "LoadCredential= reads missing or empty?)" in said[-1]["MESSAGE"], said[-1]
+        run("systemctl", "reset-failed", "qworker")
+
+        run("sh", "-c", "umask 077 && printf '%s\\n' \"$1\" > /etc/qworker/redis-password", "sh",
+            AUTH_PASSWORD)
+        assert run("stat", "-c", "%a %U", "/etc/qworker/redis-password").stdout.split() == \
+            ["600", "root"]
+        t0 = now_usec()
+        run("systemctl", "start", "qworker", timeout=30)
+        assert prop("ActiveState") == "active"
+        authed("LPUSH", "queue", "0.2")
+        wait_for(lambda: completions(t0), 10, "the task, taken through the authenticated link")
+        assert authed("HGET", "qworker:stats", "succeeded") == "1"
+        assert "name=qworker-" in authed("CLIENT", "LIST")
+        # The copy systemd made is the service's alone: no warning about who may read it.
+        since = [e["MESSAGE"] for e in journal() if int(e["__REALTIME_TIMESTAMP"]) >= t0]
+        assert not [m for m in since if "password" in m], since
+        assert not any(AUTH_PASSWORD in e.get("MESSAGE", "") for e in journal())
+    finally:
+        run("systemctl", "stop", "qworker", check=False)
+        run("rm", "-f", "/etc/qworker/redis-password")
+        run("systemctl", "stop", "test-redis-auth", check=False)
+
+
+def test_purge_drops_the_overrides_and_a_new_install_closes_the_configuration(fresh):
+    deb = package()
+    try:
+        run("dpkg", "--purge", "qworker", timeout=120)
+        assert "qworker" not in run("dpkg-statoverride", "--list").stdout
+        assert run("test", "-e", "/etc/qworker/worker.conf", check=False).returncode != 0
+    finally:
+        run("dpkg", "-i", deb, timeout=120)
+    assert run("stat", "-c", "%a %G", "/etc/qworker", "/etc/qworker/worker.conf").stdout.split() \
+        == ["2750", "qworker-config", "640", "qworker-config"]
+    assert run("systemctl", "is-enabled", "qworker", check=False).stdout.strip() == "enabled"
 
 
 def test_install_enables_but_does_not_start(sandbox):

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -106,7 +107,11 @@ static void errors_name_file_line_and_problem(void **state)
         {"worker = { delivery = \"sometimes\"; };", 1, "'delivery' must be"},
         {"worker = { prefix = \"\"; };", 1, "'prefix' must not be empty"},
         {"redis = 5;", 1, "'redis' must be a group"},
-        {"redis = { username = \"u\"; };", 1, "needs a 'password'"},
+        {"redis = { username = \"u\"; };", 1, "'username' needs a 'password' or a 'password_file'"},
+        {"redis = { password = \"p\";\n password_file = \"/etc/hostname\"; };", 2,
+         "set 'password' or 'password_file', not both"},
+        {"redis = { password_file = \"\"; };", 1, "'password_file' must not be empty"},
+        {"redis = { password_file = 5; };", 1, "'password_file' must be a string"},
         {"queues = ();", 1, "'queues' is empty"},
         {"queues = ( { handler = \"sleep\"; } );", 1, "needs a 'name'"},
         {"queues = ( { name = \"a\"; }, \n { name = \"a\"; } );", 2, "listed twice"},
@@ -210,6 +215,214 @@ static void includes_that_libconfig_would_die_on_are_refused(void **state)
     rmdir(dir);
 }
 
+/* A password file and what it holds: dir/name, len bytes of data; its path in out. */
+static void put_file(const char *dir, const char *name, const char *data, size_t len, char *out,
+                     size_t outlen)
+{
+    FILE *f;
+
+    snprintf(out, outlen, "%s/%s", dir, name);
+    f = fopen(out, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+/* Loads "redis = { LINE }" with password_file = "name"; NULL with err on failure. */
+static struct config *load_password_file(const char *name, char *err, size_t errlen)
+{
+    char text[512];
+
+    snprintf(text, sizeof(text), "redis = { username = \"qw\";\n  password_file = \"%s\"; };\n",
+             name);
+    return load_text(text, err, errlen);
+}
+
+static void password_file_is_read_whole_but_one_newline(void **state)
+{
+    static const struct {
+        const char *data;
+        size_t len;
+        const char *password;
+    } cases[] = {
+        {"s3cret\n", 7, "s3cret"},
+        {"s3cret", 6, "s3cret"},            /* no newline: all of it */
+        {"two\n\n", 5, "two\n"},            /* only one newline is the file's, not the password's */
+        {" sp ace\r\n", 9, " sp ace\r"},     /* every other byte is the password's */
+    };
+    char dir[] = "/tmp/qworker-pw-XXXXXX", file[256], err[512];
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config *c;
+        put_file(dir, "pw", cases[i].data, cases[i].len, file, sizeof(file));
+        c = load_password_file(file, err, sizeof(err));
+        if (c == NULL)
+            fail_msg("case %zu: %s", i, err);
+        assert_string_equal(c->redis.password, cases[i].password);
+        assert_string_equal(c->redis.username, "qw");
+        assert_string_equal(c->redis.password_path, file);
+        assert_false(c->redis.password_inline);
+        config_free(c);
+    }
+    unlink(file);
+    rmdir(dir);
+}
+
+static void password_file_errors_name_the_file_and_the_reason(void **state)
+{
+    char dir[] = "/tmp/qworker-pw-XXXXXX", file[256], err[512], want[512], big[4097];
+    static const char nul[] = "ab\0cd\n";
+    struct config *c;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    memset(big, 'x', sizeof(big));
+
+    put_file(dir, "empty", "", 0, file, sizeof(file));
+    assert_null(load_password_file(file, err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:2: 'password_file' %s is empty", path, file);
+    assert_string_equal(err, want);
+    unlink(file);
+
+    put_file(dir, "newline", "\n", 1, file, sizeof(file)); /* empty once the newline goes */
+    assert_null(load_password_file(file, err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:2: 'password_file' %s is empty", path, file);
+    assert_string_equal(err, want);
+    unlink(file);
+
+    put_file(dir, "big", big, sizeof(big), file, sizeof(file));
+    assert_null(load_password_file(file, err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:2: 'password_file' %s is larger than 4 KiB", path, file);
+    assert_memory_equal(err, want, strlen(want));
+    unlink(file);
+
+    put_file(dir, "4k", big, 4096, file, sizeof(file)); /* exactly 4 KiB is a password */
+    c = load_password_file(file, err, sizeof(err));
+    assert_non_null(c);
+    assert_int_equal(strlen(c->redis.password), 4096);
+    config_free(c);
+    unlink(file);
+
+    put_file(dir, "nul", nul, sizeof(nul) - 1, file, sizeof(file));
+    assert_null(load_password_file(file, err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:2: 'password_file' %s holds a NUL byte", path, file);
+    assert_memory_equal(err, want, strlen(want));
+    unlink(file);
+
+    snprintf(file, sizeof(file), "%s/absent", dir);
+    assert_null(load_password_file(file, err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:2: 'password_file' %s cannot be read: No such file", path,
+             file);
+    assert_memory_equal(err, want, strlen(want));
+
+    /* (The tests run as root, whom a mode of 0000 does not stop: a directory cannot be read.) */
+    assert_null(load_password_file(dir, err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:2: 'password_file' %s is not a regular file", path, dir);
+    assert_string_equal(err, want);
+    rmdir(dir);
+}
+
+/* LoadCredential=redis-password:/etc/qworker/redis-password in the unit; password_file =
+ * "redis-password" in the configuration. */
+static void relative_password_file_is_a_systemd_credential(void **state)
+{
+    char dir[] = "/tmp/qworker-cred-XXXXXX", file[256], err[512], want[512];
+    struct config *c;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    put_file(dir, "redis-password", "from-credential\n", 16, file, sizeof(file));
+    assert_int_equal(setenv("CREDENTIALS_DIRECTORY", dir, 1), 0);
+    c = load_password_file("redis-password", err, sizeof(err));
+    if (c == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(c->redis.password, "from-credential");
+    assert_string_equal(c->redis.password_path, file);
+    config_free(c);
+
+    assert_null(load_password_file("other", err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:2: 'password_file' %s/other cannot be read: ", path, dir);
+    assert_memory_equal(err, want, strlen(want));
+
+    /* systemd's fallback for a missing source (SetCredential=ID: with nothing) is empty. */
+    unlink(file);
+    put_file(dir, "redis-password", "", 0, file, sizeof(file));
+    assert_null(load_password_file("redis-password", err, sizeof(err)));
+    assert_non_null(strstr(err, "is empty (is the file its LoadCredential= reads missing"));
+
+    assert_int_equal(unsetenv("CREDENTIALS_DIRECTORY"), 0);
+    assert_null(load_password_file("redis-password", err, sizeof(err)));
+    snprintf(want, sizeof(want),
+             "%s:2: 'password_file' \"redis-password\" is relative, so it names a systemd "
+             "credential in $CREDENTIALS_DIRECTORY, which is not set", path);
+    assert_memory_equal(err, want, strlen(want));
+    unlink(file);
+    rmdir(dir);
+}
+
+/* What -t's warning about a readable password looks at. */
+static void password_remembers_the_file_that_holds_it(void **state)
+{
+    char dir[] = "/tmp/qworker-inc-XXXXXX", file[256], inc[256], err[512];
+    struct config *c;
+
+    (void)state;
+    c = load_text("redis = { password = \"inline\"; };\n", err, sizeof(err));
+    assert_non_null(c);
+    assert_true(c->redis.password_inline);
+    assert_string_equal(c->redis.password_path, path);
+    config_free(c);
+
+    c = load_text("", err, sizeof(err));
+    assert_non_null(c);
+    assert_null(c->redis.password);
+    assert_null(c->redis.password_path);
+    config_free(c);
+
+    assert_non_null(mkdtemp(dir));
+    put_file(dir, "redis.conf", "redis = { password = \"inc\"; };\n", 31, inc, sizeof(inc));
+    put_file(dir, "main.conf", "@include \"redis.conf\"\n", 22, file, sizeof(file));
+    c = config_load(file, err, sizeof(err));
+    if (c == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(c->redis.password, "inc");
+    assert_string_equal(c->redis.password_path, inc); /* the file to chmod is the included one */
+    config_free(c);
+    unlink(inc);
+    unlink(file);
+    rmdir(dir);
+}
+
+/* A reload re-reads the password_file; the connections keep the password they started with,
+ * so a changed one is refused like any change to the redis section. Where it is kept may move. */
+static void a_changed_password_needs_a_restart(void **state)
+{
+    char dir[] = "/tmp/qworker-pw-XXXXXX", file[256], err[512], text[512];
+    struct config *inline_c, *file_c, *changed;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    put_file(dir, "pw", "same\n", 5, file, sizeof(file));
+    inline_c = load_text("redis = { password = \"same\"; };\n", err, sizeof(err));
+    snprintf(text, sizeof(text), "redis = { password_file = \"%s\"; };\n", file);
+    file_c = load_text(text, err, sizeof(err));
+    put_file(dir, "pw", "rotated\n", 8, file, sizeof(file));
+    changed = load_text(text, err, sizeof(err));
+    assert_non_null(inline_c);
+    assert_non_null(file_c);
+    assert_non_null(changed);
+    assert_null(config_fixed_change(inline_c, file_c));
+    assert_string_equal(config_fixed_change(file_c, changed),
+                        "the redis password (inline or in its password_file)");
+    config_free(inline_c);
+    config_free(file_c);
+    config_free(changed);
+    unlink(file);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +431,11 @@ int main(void)
         cmocka_unit_test(errors_name_file_line_and_problem),
         cmocka_unit_test(shipped_files_are_valid),
         cmocka_unit_test(includes_that_libconfig_would_die_on_are_refused),
+        cmocka_unit_test(password_file_is_read_whole_but_one_newline),
+        cmocka_unit_test(password_file_errors_name_the_file_and_the_reason),
+        cmocka_unit_test(relative_password_file_is_a_systemd_credential),
+        cmocka_unit_test(password_remembers_the_file_that_holds_it),
+        cmocka_unit_test(a_changed_password_needs_a_restart),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
