@@ -32,6 +32,7 @@ static const char *const redis_names[] = {
 static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
                                            "delivery", "prefix",           "shutdown_timeout",
                                            "heartbeat_ttl", "max_payload",     "max_recoveries",
+                                           "task_memory_mb",
                                            NULL};
 static const char *const queue_names[] = {"name", "handler", NULL};
 static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
@@ -334,6 +335,7 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         get_seconds(p, g, "heartbeat_ttl", 1, 3600, 15, &ttl) < 0 ||
         get_int(p, g, "max_payload", 16, 512 << 20, 1 << 20, &c->max_payload) < 0 ||
         get_int(p, g, "max_recoveries", 0, 1000, 3, &c->max_recoveries) < 0 ||
+        get_int(p, g, "task_memory_mb", 1, 1 << 20, 256, &c->task_memory_mb) < 0 ||
         get_string(p, g, "delivery", "at-least-once", &delivery) < 0)
         return -1;
     c->heartbeat_ttl_ms = (int)(ttl * 1000);

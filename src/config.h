@@ -67,6 +67,7 @@ struct config {
     int heartbeat_ttl_ms;
     int max_payload;
     int max_recoveries; /* put back from dead workers this often: poison; 0: never */
+    int task_memory_mb; /* what the payloads of held tasks may take before fetching waits */
     char *prefix;
 
     struct queue_conf *queues; /* in priority order */

@@ -198,8 +198,9 @@ static void *consumer_main(void *arg)
         got = cs->ops->fetch(cs->fetch, n);
         if (got < n)
             capacity_release(cs->ctx.cap, got < 0 ? n : n - got);
-        if (got == 0 && !atomic_load(&cs->stopping))
+        if (got == 0 && !atomic_load(&cs->stopping) && !cs->ctx.more)
             cs->ops->idle(cs->fetch);
+        cs->ctx.more = false;
     }
     cs->ops->destroy(cs->fetch); /* puts back what armed or lost fetches took */
     cs->fetch = NULL;

@@ -93,6 +93,7 @@ static void reload(struct daemon *d, struct control *c)
         d->conf = next;
         log_set_level(next->log_level);
         capacity_set_limit(&d->cap, next->concurrency);
+        capacity_set_bytes_limit(&d->cap, (size_t)next->task_memory_mb << 20);
         loop_reconfigure(d->loop, next);
         consumer_reconfigure(d->consumer, next);
         log_notice("reloaded %s: concurrency %d, %d queue(s), %d handler(s), log level %d",

@@ -2,9 +2,11 @@
 
 #include <poll.h>
 
+#include "capacity.h"
 #include "clock.h"
 #include "health.h"
 #include "log.h"
+#include "task.h"
 
 /* After Redis refused a fetch: the first wait, doubling up to the last. */
 #define REFUSED_MIN_MS 50
@@ -25,6 +27,26 @@ void fetch_refused(struct fetch_ctx *ctx, const redisReply *reply, enum rclass c
     rcond_begin(&ctx->refused, cls == RC_RETRY ? LOG_WARNING : LOG_ERR, reply_text(reply),
                 "redis does not hand out tasks (%s); trying again", rclass_name(cls));
     fetch_backoff(ctx);
+}
+
+struct task *fetch_task(struct fetch_ctx *ctx, const struct queue_conf *queue, const char *payload,
+                        size_t len, const char *id)
+{
+    struct task *t = id != NULL ? task_new_with_id(queue, payload, len, id)
+                                : task_new(queue, payload, len);
+
+    if (t != NULL) {
+        t->mem = task_mem_estimate(t);
+        capacity_charge(ctx->cap, t->mem);
+    }
+    return t;
+}
+
+size_t fetch_max_bytes(struct fetch_ctx *ctx)
+{
+    size_t left = capacity_bytes_free(ctx->cap) / 32;
+
+    return left < FETCH_MAX_BYTES ? left : FETCH_MAX_BYTES;
 }
 
 void fetch_taken(struct fetch_ctx *ctx)

@@ -14,7 +14,12 @@
 #include "reply.h"
 
 struct capacity;
+struct task;
 struct taskq;
+
+/* A fetch reply holds at most this many payload bytes (the first task always goes): a batch of
+ * large payloads must not take the worker's memory in one reply. */
+#define FETCH_MAX_BYTES ((size_t)8 << 20)
 
 /* How long one blocking command (BLMPOP, BLMOVE) blocks in Redis: each expiry costs one round
  * trip and proves the connection alive. */
@@ -32,6 +37,7 @@ struct fetch_ctx {
     void *owner;
 
     int64_t pause_until_us;  /* no fetch before (after a refusal) */
+    bool more;               /* the last fetch took nothing yet did something: fetch again */
     int refused_backoff_ms;
     struct rcond refused;    /* Redis refusing to hand out tasks: said once */
     struct rcond *queue_bad; /* per queue of conf: it cannot be read: said once */
@@ -71,6 +77,14 @@ void fetch_taken(struct fetch_ctx *ctx);
 /* A queue cannot be read (not a list, not allowed): said once; it is skipped meanwhile. */
 void fetch_queue_bad(struct fetch_ctx *ctx, int q, const char *why);
 void fetch_queue_good(struct fetch_ctx *ctx, int q);
+/* A task for a payload taken from Redis (id NULL: a new one), its bytes charged to the memory
+ * budget until the reporter frees it; NULL if out of memory. */
+struct task *fetch_task(struct fetch_ctx *ctx, const struct queue_conf *queue, const char *payload,
+                        size_t len, const char *id);
+/* The payload bytes the next fetch may bring: parsing can multiply them twenty to thirty times
+ * (JSON of small values), so at most a 32nd of what is left of the memory budget, and at most
+ * FETCH_MAX_BYTES (the first task always comes). */
+size_t fetch_max_bytes(struct fetch_ctx *ctx);
 /* Sleeps up to ms unless woken (stop, reload, pause). */
 void fetch_pause(struct fetch_ctx *ctx, int ms);
 /* A poll timeout: left_us rounded up, at most a health period (the watchdog sees progress). */

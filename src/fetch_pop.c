@@ -163,7 +163,8 @@ static int hand_over(struct pop *p, const redisReply *reply)
     items = reply->element[1];
     for (size_t i = 0; i < items->elements; i++) {
         const redisReply *it = items->element[i];
-        struct task *t = it->type == REDIS_REPLY_STRING ? task_new(queue, it->str, it->len) : NULL;
+        struct task *t =
+            it->type == REDIS_REPLY_STRING ? fetch_task(p->ctx, queue, it->str, it->len, NULL) : NULL;
         if (t == NULL) {
             char shown[96];
             log_err("consumer: out of memory or a reply that is not a payload: task from queue "

@@ -26,6 +26,9 @@
  * after this long. */
 #define WAITER_HOLD_MS 1000
 
+/* The largest BLMOVE reply a waiter reads (see waiter_reply_too_big). */
+#define WAITER_MAX_REPLY (64 << 10)
+
 typedef char task_id[TASK_ID_LEN + 1];
 
 struct waiter {
@@ -43,10 +46,6 @@ struct waiter {
 /* The keys before the queues, and the arguments before the ids (src/lua/fetch.lua). */
 #define FETCH_KEYS 4
 #define FETCH_ARGS 4
-
-/* A fetch reply holds at most this many payload bytes (the first task always goes): a batch of
- * large payloads must not take the worker's memory in one reply. */
-#define FETCH_MAX_BYTES (8 << 20)
 
 struct script_fetch {
     struct fetch_ctx *ctx;
@@ -176,7 +175,7 @@ static int script_reconfigure(void *state)
     for (int i = 0; i < conf->nqueues; i++)
         s->fetch_keys[FETCH_KEYS + i] = conf->queues[i].name;
     snprintf(s->max_payload, sizeof(s->max_payload), "%d", conf->max_payload);
-    snprintf(s->max_bytes, sizeof(s->max_bytes), "%d", FETCH_MAX_BYTES);
+    snprintf(s->max_bytes, sizeof(s->max_bytes), "%zu", fetch_max_bytes(s->ctx));
     s->fetch_args[0] = s->count;
     s->fetch_args[1] = s->max_payload;
     s->fetch_args[2] = s->max_bytes;
@@ -278,6 +277,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
         if (!bad)
             fetch_queue_good(ctx, q);
     }
+    ctx->more = ctx->more || f.nlarge > 0; /* the queue may hold more: no idle wait */
     for (size_t i = 0; i < f.nlarge; i++) {
         struct fetch_large l = wire_fetch_large(&f, i);
         log_warn("task %s from queue %s refused: too large (%lld bytes, max_payload is %d); "
@@ -287,8 +287,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     }
     for (size_t i = 0; i < f.nitems; i++) {
         struct fetch_item it = wire_fetch_item(&f, i);
-        struct task *t =
-            task_new_with_id(&ctx->conf->queues[it.queue], it.payload, it.len, ids[i]);
+        struct task *t = fetch_task(ctx, &ctx->conf->queues[it.queue], it.payload, it.len, ids[i]);
         if (t == NULL) {
             /* Still in the in-flight hash: the rescue puts it back. */
             log_err("consumer: out of memory: task %s of queue %s goes back to its queue", ids[i],
@@ -311,6 +310,7 @@ static int script_fetch(void *state, int n)
     int got;
 
     snprintf(s->count, sizeof(s->count), "%d", n);
+    snprintf(s->max_bytes, sizeof(s->max_bytes), "%zu", fetch_max_bytes(s->ctx));
     for (int i = 0; i < n; i++)
         task_make_id(s->ids[i]);
     reply = script_run(s->ctx->rc, SCRIPT_FETCH, FETCH_KEYS + s->ctx->conf->nqueues,
@@ -373,6 +373,23 @@ static void waiter_refused(struct script_fetch *s, struct waiter *w, const redis
         fetch_refused(s->ctx, r, cls);
 }
 
+/* Whether the BLMOVE reply arriving announces a string over WAITER_MAX_REPLY. BLMOVE q q hands
+ * back the element it rotated, and the wake-up is all a waiter wants of it: a payload of 100
+ * MB at the head of the queue is not read into the worker for that (hiredis would buffer it
+ * whole before saying anything). */
+static bool waiter_reply_too_big(const redisContext *c)
+{
+    const char *p = c->reader->buf + c->reader->pos, *end = c->reader->buf + c->reader->len;
+    long long n = 0;
+
+    if (p >= end || *p != '$')
+        return false;
+    for (p++; p < end && *p >= '0' && *p <= '9'; p++)
+        if ((n = n * 10 + (*p - '0')) > WAITER_MAX_REPLY)
+            return true;
+    return false;
+}
+
 /* Reads the waiter's replies: the BLMOVE's, then that of the fetch behind it. Redis runs the
  * fetch the moment the BLMOVE returns, so its reply (and the rest of a long one) is waited for
  * here, not left for a later wake-up that a deep queue would put off. */
@@ -390,6 +407,13 @@ static void waiter_read(struct script_fetch *s, struct waiter *w)
 
         if (readable && redisBufferRead(c) != REDIS_OK) {
             waiter_lost(s, w, c->errstr);
+            return;
+        }
+        if (w->outstanding && waiter_reply_too_big(c)) {
+            /* Woken: the consumer fetches next. What the fetch behind it took is rescued. */
+            w->outstanding = false;
+            waiter_drop(s, w);
+            rconn_close(&w->rc);
             return;
         }
         while ((n = redisGetReplyFromReader(c, &reply)) == REDIS_OK && reply != NULL) {

@@ -17,6 +17,7 @@
 #include "consumer.h"
 #include "daemon.h"
 #include "health.h"
+#include "jsonmem.h"
 #include "notify.h"
 #include "identity.h"
 #include "log.h"
@@ -97,6 +98,7 @@ static void warn_readable_password(const struct config *conf, FILE *out)
 static int start_threads(struct daemon *d)
 {
     capacity_init(&d->cap, d->conf->concurrency);
+    capacity_set_bytes_limit(&d->cap, (size_t)d->conf->task_memory_mb << 20);
     d->reporter = reporter_new(d->conf, &d->id, &d->cap);
     d->loop = d->reporter ? loop_new(d->conf, &d->cap, reporter_inbox(d->reporter),
                                      reporter_outlog(d->reporter))
@@ -212,6 +214,7 @@ int main(int argc, char **argv)
     sigset_t set;
     int c, status;
 
+    jsonmem_init(); /* before any thread, and before the configuration uses jansson */
     while ((c = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
         switch (c) {
         case 'c':

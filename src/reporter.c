@@ -77,7 +77,7 @@ struct reporter {
     uint64_t rng;
 };
 
-static void free_chain(struct task *t);
+static void free_chain(struct reporter *rp, struct task *t);
 
 struct reporter *reporter_new(const struct config *conf, struct identity *id, struct capacity *cap)
 {
@@ -110,8 +110,8 @@ void reporter_free(struct reporter *rp)
     outlog_destroy(&rp->output);
     taskq_destroy(&rp->inbox);
     record_free(&rp->call);
-    free_chain(rp->sending);
-    free_chain(rp->pending);
+    free_chain(rp, rp->sending);
+    free_chain(rp, rp->pending);
     free(rp->stats_key);
     free(rp->dead_key);
     free(rp->schedule_key);
@@ -221,10 +221,11 @@ static int freeze(struct reporter *rp)
     return 0;
 }
 
-static void free_chain(struct task *t)
+static void free_chain(struct reporter *rp, struct task *t)
 {
     for (struct task *next; t != NULL; t = next) {
         next = t->next;
+        capacity_refund(rp->cap, t->mem);
         task_free(t);
     }
 }
@@ -290,7 +291,7 @@ static int record_pending(struct reporter *rp)
     redis_refusing_set(false);
     rp->record_backoff_ms = RECORD_BACKOFF_MIN_MS;
     record_free(&rp->call);
-    free_chain(rp->sending);
+    free_chain(rp, rp->sending);
     rp->sending = NULL;
     rp->nsending = 0;
     return 0;
@@ -319,8 +320,8 @@ static void give_up(struct reporter *rp)
                             payload_excerpt(t->payload, t->len, 200, shown, sizeof(shown)));
     }
     record_free(&rp->call);
-    free_chain(rp->sending);
-    free_chain(rp->pending);
+    free_chain(rp, rp->sending);
+    free_chain(rp, rp->pending);
     rp->sending = rp->pending = NULL;
     rp->pending_tailp = &rp->pending;
     rp->nsending = rp->npending = 0;

@@ -63,6 +63,7 @@ struct task {
     bool dead;            /* to the dead-letter list */
     void *run;            /* loop thread: the handler's state while it runs */
     int slot;               /* loop thread: its handler's slot */
+    size_t mem;             /* bytes charged to the memory budget (capacity.h) for it */
 
     size_t len;
     char payload[];             /* not NUL-terminated: payloads are binary-safe */
@@ -70,6 +71,9 @@ struct task {
 
 /* A task with a fresh id, or with the id given (already used as its in-flight key). */
 struct task *task_new(const struct queue_conf *queue, const char *payload, size_t len);
+/* The bytes a task will hold once parsed, before it is: a JSON envelope of small values takes up
+ * to some thirty times its size (the loop thread charges what parsing really took). */
+size_t task_mem_estimate(const struct task *t);
 struct task *task_new_with_id(const struct queue_conf *queue, const char *payload, size_t len,
                               const char *id);
 /* Writes a fresh id: TASK_ID_LEN hex digits and a NUL. */

@@ -12,8 +12,9 @@
 -- under ref (an id taken from the end of ARGV), with a dead letter naming it, and is counted
 -- dead. Encoding it into the letter (base64 for bytes that are not UTF-8) would keep Redis busy
 -- for seconds per 100 MB; a copy takes milliseconds.
--- The payloads handed out stop at max_bytes (the first one always goes): what was popped past
--- it goes back to the right end, in its order.
+-- The payloads handed out (and the too large ones, whose copy costs Redis as much) stop at
+-- max_bytes (the first one always goes): what was popped past it goes back to the right end, in
+-- its order.
 -- Declared without flags: Redis refuses the whole call under maxmemory (OOM), before anything
 -- moved.
 local want = {'hash', 'list', 'hash', 'hash'}
@@ -43,29 +44,39 @@ local function dead_letter(qname, p)
   return ref
 end
 
+-- Pops in chunks of 1, 2, 4... up to CHUNK: Redis cannot tell an element's size without
+-- copying it, so a head of huge payloads is found after copying a few of them, not a batch.
+local CHUNK = 16
+local chunk = 1
 for q = 5, #KEYS do
   if got + nlarge >= n or full then break end
   examined = examined + 1
-  local items = redis.pcall('RPOP', KEYS[q], n - got - nlarge)
-  if type(items) == 'table' and items.err then
-    bad[#bad + 1] = q - 5
-    bad[#bad + 1] = items.err
-  elseif items then
-    local prefix = KEYS[q] .. '\0'
-    local args = {}
+  local prefix = KEYS[q] .. '\0'
+  local args = {}
+  while got + nlarge < n and not full do
+    local want = math.min(chunk, n - got - nlarge)
+    local items = redis.pcall('RPOP', KEYS[q], want)
+    if type(items) == 'table' and items.err then
+      bad[#bad + 1] = q - 5
+      bad[#bad + 1] = items.err
+      break
+    end
+    if not items then break end
+    chunk = math.min(chunk * 2, CHUNK)
     for k, p in ipairs(items) do
-      if #p > max_payload then
-        large[#large + 1] = q - 5
-        large[#large + 1] = dead_letter(KEYS[q], p)
-        large[#large + 1] = #p
-      elseif got > 0 and bytes + #p > max_bytes then
+      if got + nlarge > 0 and bytes + #p > max_bytes then
         -- Back at the right end, the first popped rightmost: the queue is as it was.
         for j = #items, k, -1 do redis.call('RPUSH', KEYS[q], items[j]) end
         full = true
         break
+      end
+      bytes = bytes + #p -- a payload too large costs Redis its copy too
+      if #p > max_payload then
+        large[#large + 1] = q - 5
+        large[#large + 1] = dead_letter(KEYS[q], p)
+        large[#large + 1] = #p
       else
         got = got + 1
-        bytes = bytes + #p
         args[#args + 1] = ARGV[4 + got]
         args[#args + 1] = prefix .. p
         out[#out + 1] = q - 5
@@ -78,8 +89,9 @@ for q = 5, #KEYS do
         end
       end
     end
-    if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
+    if #items < want then break end -- the queue ran out
   end
+  if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
 end
 local reply = {examined, #bad / 2, nlarge}
 for _, v in ipairs(bad) do reply[#reply + 1] = v end

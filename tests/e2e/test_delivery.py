@@ -228,7 +228,8 @@ def test_a_fetch_whose_reply_is_lost_is_put_back_without_a_restart(redis, start_
         # The fetch behind the idle worker's BLMOVE moved it; its reply is swallowed whole (the
         # fault is certain, not raced: the relay shows it kept the fetch's reply from qworker).
         wait_for(lambda: redis("HLEN", "qworker:inflight:r") == 1, 5, "the fetch to move the task")
-        fetch_reply = b"*4\r\n:1\r\n:0\r\n:0\r\n$1\r\n0\r\n"  # 1 queue looked at, 1 task
+        # 1 queue looked at, none refused, none too large, 1 task
+        fetch_reply = b"*5\r\n:1\r\n:0\r\n:0\r\n:0\r\n$1\r\n0\r\n"
         wait_for(lambda: fetch_reply in relay.swallowed_bytes(), 5,
                  "the relay to swallow the fetch's reply")
         relay.cut("waiter")

@@ -52,11 +52,14 @@ def wait_some_ran(workers, n):
 
 
 def replace_key(redis, key, kind):
-    """Puts a key of the wrong kind where key is, keeping what was there aside."""
+    """Puts a key of the wrong kind where key is, keeping what was there aside. The copy kept
+    aside does not expire: the heartbeat's TTL (2 s) is shorter than a fault held on a busy
+    machine, and restore_key would find nothing to put back (CI failed so once)."""
     saved = None
     if redis("EXISTS", key):
         saved = key + ".saved"
         redis("RENAME", key, saved)
+        redis("PERSIST", saved)
     if kind == "string":
         redis("SET", key, "not what qworker wrote")
     elif kind == "hash":

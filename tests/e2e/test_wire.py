@@ -237,3 +237,13 @@ def test_rescue_puts_back_what_a_lost_fetch_moved_and_only_that(redis):
     assert run(redis, "rescue", ["qworker:inflight:w", "qworker:dead"], ["lost", "never"]) == 1
     assert redis("LRANGE", "queue", 0, -1) == [b"a\x00b"]
     assert redis("HKEYS", "qworker:inflight:w") == [b"kept"]
+
+
+def test_fetch_deals_with_one_huge_payload_a_call_and_leaves_the_rest_in_order(redis):
+    # A too large payload costs Redis its copy: it counts against max_bytes like any other.
+    huge = [bytes([65 + i]) * 20000 for i in range(3)]
+    redis("RPUSH", "queue", "a", *reversed(huge))  # huge[0] is popped first, "a" last
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(4, max_payload=10000, max_bytes=15000))
+    assert got[:6] == [2, 0, 1, 1, b"i4", 20000] and len(got) == 6
+    assert redis("LRANGE", "queue", 0, -1) == [b"a", huge[2], huge[1]]
+    assert redis("HGET", "qworker:dead:payloads", "i4") == huge[0]

@@ -103,6 +103,7 @@ static void errors_name_file_line_and_problem(void **state)
         {"worker = { concurrency = 1.5; };", 1, "'concurrency' must be a whole number"},
         {"worker = { concurrency = 4294967297; };", 1, "out of range"},
         {"worker = { shutdown_timeout = -1; };", 1, "'shutdown_timeout' = -1 is out of range"},
+        {"worker = { task_memory_mb = 0; };", 1, "'task_memory_mb' = 0 is out of range (1 to"},
         {"worker = { shutdown_timeout = \"5\"; };", 1, "must be a number of seconds"},
         {"worker = { delivery = \"sometimes\"; };", 1, "'delivery' must be"},
         {"worker = { prefix = \"\"; };", 1, "'prefix' must not be empty"},
