@@ -91,16 +91,6 @@ void capacity_refund(struct capacity *c, size_t bytes)
     pthread_mutex_unlock(&c->mu);
 }
 
-size_t capacity_bytes(struct capacity *c)
-{
-    size_t n;
-
-    pthread_mutex_lock(&c->mu);
-    n = c->bytes;
-    pthread_mutex_unlock(&c->mu);
-    return n;
-}
-
 size_t capacity_bytes_free(struct capacity *c)
 {
     size_t n;

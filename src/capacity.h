@@ -33,7 +33,6 @@ void capacity_release(struct capacity *c, int n);
 void capacity_set_bytes_limit(struct capacity *c, size_t limit);
 void capacity_charge(struct capacity *c, size_t bytes);
 void capacity_refund(struct capacity *c, size_t bytes);
-size_t capacity_bytes(struct capacity *c);
 /* What is left of the memory budget (SIZE_MAX: no budget). */
 size_t capacity_bytes_free(struct capacity *c);
 void capacity_stop(struct capacity *c);

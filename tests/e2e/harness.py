@@ -398,6 +398,22 @@ def assert_stores_empty(redis, queues=("queue",), dead_ok=False):
         assert redis("LLEN", "qworker:dead") == 0, redis("LRANGE", "qworker:dead", 0, 3)
 
 
+def accept_pairs(listener, target_port):
+    """Each connection a relay accepts, with one of its own to redis-server, until the listener
+    is closed."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            server = socket.create_connection(("127.0.0.1", target_port))
+        except OSError:
+            client.close()
+            continue
+        yield client, server
+
+
 class Relay:
     """A TCP relay in front of redis-server that can swallow what the server sends on the
     connections a qworker named (CLIENT SETNAME qworker-<role>; every one if role is None),
@@ -424,12 +440,7 @@ class Relay:
             return self.swallowed
 
     def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
+        for client, server in accept_pairs(self.listener, self.target):
             pair = {"client": client, "server": server, "name": b""}
             with self.lock:
                 self.pairs.append(pair)
@@ -543,16 +554,7 @@ class Tamper:
             return self.answered.get(name, 0)
 
     def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
+        for client, server in accept_pairs(self.listener, self.target):
             conn = {"client": client, "server": server, "pending": collections.deque(),
                     "out": threading.Lock()}
             with self.lock:
@@ -580,35 +582,37 @@ class Tamper:
         while conn["pending"] and conn["pending"][0] is not None:
             conn["client"].sendall(conn["pending"].popleft())
 
-    def _from_client(self, conn):
+    @staticmethod
+    def _values(sock):
+        """The whole RESP values that arrive on sock, one by one."""
         buf = b""
+        while data := sock.recv(65536):
+            buf += data
+            while (end := resp_end(buf)) is not None:
+                value, buf = buf[:end], buf[end:]
+                yield value
+
+    def _from_client(self, conn):
         try:
-            while data := conn["client"].recv(65536):
-                buf += data
-                while (end := resp_end(buf)) is not None:
-                    cmd, buf = buf[:end], buf[end:]
-                    fake = self._fake(resp_args(cmd, 0, len(cmd)))
-                    with conn["out"]:
-                        conn["pending"].append(fake)
-                        if fake is None:
-                            conn["server"].sendall(cmd)
-                        else:
-                            self._flush(conn)
+            for cmd in self._values(conn["client"]):
+                fake = self._fake(resp_args(cmd, 0, len(cmd)))
+                with conn["out"]:
+                    conn["pending"].append(fake)
+                    if fake is None:
+                        conn["server"].sendall(cmd)
+                    else:
+                        self._flush(conn)
         except (OSError, ValueError):
             pass
         self._close(conn)
 
     def _from_server(self, conn):
-        buf = b""
         try:
-            while data := conn["server"].recv(65536):
-                buf += data
-                while (end := resp_end(buf)) is not None:
-                    reply, buf = buf[:end], buf[end:]
-                    with conn["out"]:
-                        conn["pending"].popleft()  # the real command this answers
-                        conn["client"].sendall(reply)
-                        self._flush(conn)
+            for reply in self._values(conn["server"]):
+                with conn["out"]:
+                    conn["pending"].popleft()  # the real command this answers
+                    conn["client"].sendall(reply)
+                    self._flush(conn)
         except (OSError, ValueError, IndexError):
             pass
         self._close(conn)
