@@ -77,7 +77,7 @@ SCRIPTS = ("claim", "fetch", "beat", "reap")
 
 
 def test_a_redis_answering_garbage_cannot_crash_it_and_loses_nothing(redis, start_qworker):
-    t = Tamper(redis.port, os.path.join(ROOT, "build", "lua"))
+    t = Tamper(redis.port, os.path.join(ROOT, os.environ.get("QWORKER_LUA_DIR", "build/lua")))
     try:
         for name in SCRIPTS:
             t.answer(name, GARBAGE)
