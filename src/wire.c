@@ -290,7 +290,8 @@ bool wire_due_reply(const redisReply *r)
     if (next->type != REDIS_REPLY_STRING || next->str == NULL || next->len == 0)
         return false;
     score = strtod(next->str, &end);
-    return end == next->str + next->len && isfinite(score);
+    /* A unix time in ms, cast to an integer by the reporter: 1e25 would overflow it. */
+    return end == next->str + next->len && score >= 0 && score <= WIRE_SCORE_MAX;
 }
 
 struct fetch_large wire_fetch_large(const struct fetch_reply *f, size_t i)

@@ -318,6 +318,8 @@ static void script_replies_are_checked_whole(void **state)
         {5, true, array(2, integer(100), string("1764230000000"))},
         {5, false, array(2, integer(0), string("soon"))},
         {5, false, array(2, integer(0), string("nan"))},
+        {5, false, array(2, integer(0), string("17642333333333333333333333"))},
+        {5, false, array(2, integer(0), string("-1"))},
         {5, false, array(2, integer(0), string(""))},
         {5, false, array(1, integer(0))},
     };
