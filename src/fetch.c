@@ -7,6 +7,7 @@
 #include "health.h"
 #include "log.h"
 #include "task.h"
+#include "taskq.h"
 
 /* After Redis refused a fetch: the first wait, doubling up to the last. */
 #define REFUSED_MIN_MS 50
@@ -35,10 +36,9 @@ struct task *fetch_task(struct fetch_ctx *ctx, const struct queue_conf *queue, c
     struct task *t = id != NULL ? task_new_with_id(queue, payload, len, id)
                                 : task_new(queue, payload, len);
 
-    if (t != NULL) {
+    (void)ctx;
+    if (t != NULL)
         t->mem = task_mem_estimate(t);
-        capacity_charge(ctx->cap, t->mem);
-    }
     return t;
 }
 
@@ -47,6 +47,15 @@ size_t fetch_max_bytes(struct fetch_ctx *ctx)
     size_t left = capacity_bytes_free(ctx->cap) / 32;
 
     return left < FETCH_MAX_BYTES ? left : FETCH_MAX_BYTES;
+}
+
+void fetch_charge(struct fetch_ctx *ctx, const struct taskq_chain *chain)
+{
+    size_t bytes = 0;
+
+    for (const struct task *t = chain->first; t != NULL; t = t->next)
+        bytes += t->mem;
+    capacity_charge(ctx->cap, bytes);
 }
 
 void fetch_taken(struct fetch_ctx *ctx)

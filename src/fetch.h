@@ -16,6 +16,7 @@
 struct capacity;
 struct task;
 struct taskq;
+struct taskq_chain;
 
 /* A fetch reply holds at most this many payload bytes (the first task always goes): a batch of
  * large payloads must not take the worker's memory in one reply. */
@@ -77,14 +78,16 @@ void fetch_taken(struct fetch_ctx *ctx);
 /* A queue cannot be read (not a list, not allowed): said once; it is skipped meanwhile. */
 void fetch_queue_bad(struct fetch_ctx *ctx, int q, const char *why);
 void fetch_queue_good(struct fetch_ctx *ctx, int q);
-/* A task for a payload taken from Redis (id NULL: a new one), its bytes charged to the memory
- * budget until the reporter frees it; NULL if out of memory. */
+/* A task for a payload taken from Redis (id NULL: a new one), with the bytes it will hold; the
+ * caller charges a batch's to the memory budget at once (fetch_charge). NULL if out of memory. */
 struct task *fetch_task(struct fetch_ctx *ctx, const struct queue_conf *queue, const char *payload,
                         size_t len, const char *id);
 /* The payload bytes the next fetch may bring: parsing can multiply them twenty to thirty times
  * (JSON of small values), so at most a 32nd of what is left of the memory budget, and at most
  * FETCH_MAX_BYTES (the first task always comes). */
 size_t fetch_max_bytes(struct fetch_ctx *ctx);
+/* Charges the tasks of a batch to the memory budget, in one lock. */
+void fetch_charge(struct fetch_ctx *ctx, const struct taskq_chain *chain);
 /* Sleeps up to ms unless woken (stop, reload, pause). */
 void fetch_pause(struct fetch_ctx *ctx, int ms);
 /* A poll timeout: left_us rounded up, at most a health period (the watchdog sees progress). */

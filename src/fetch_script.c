@@ -298,6 +298,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
         taskq_chain_add(&chain, t);
     }
     got = (int)chain.n;
+    fetch_charge(ctx, &chain);
     taskq_push_batch(ctx->out, &chain);
     return got;
 }

@@ -223,11 +223,14 @@ static int freeze(struct reporter *rp)
 
 static void free_chain(struct reporter *rp, struct task *t)
 {
+    size_t bytes = 0;
+
     for (struct task *next; t != NULL; t = next) {
         next = t->next;
-        capacity_refund(rp->cap, t->mem);
+        bytes += t->mem;
         task_free(t);
     }
+    capacity_refund(rp->cap, bytes); /* one lock for the batch, not one per task */
 }
 
 /* Redis did not take the batch: it stays, and is sent again after a backoff; meanwhile the
