@@ -29,16 +29,6 @@ static int invalid(struct task *t, const char *fmt, ...)
     return -1;
 }
 
-static bool is_envelope(const struct task *t)
-{
-    size_t i = 0;
-
-    while (i < t->len && (t->payload[i] == ' ' || t->payload[i] == '\t' || t->payload[i] == '\n' ||
-                          t->payload[i] == '\r'))
-        i++;
-    return i < t->len && t->payload[i] == '{';
-}
-
 /* A number of seconds in (0, max] (or [0, max] when zero is allowed). */
 static int seconds_field(struct task *t, const json_t *o, const char *name, bool zero_ok,
                          double max, double *out)
@@ -242,7 +232,7 @@ int envelope_parse(struct task *t, const struct config *conf)
         return invalid(t, "payload too large: %zu bytes (max_payload is %d)", t->len,
                        conf->max_payload);
     t->handler = t->queue->handler;
-    if (!is_envelope(t)) {
+    if (!task_is_envelope(t)) {
         if (t->handler->type == HANDLER_EXEC && !t->handler->args_stdin &&
             memchr(t->payload, '\0', t->len) != NULL)
             return invalid(t, "payload holds a NUL byte, which cannot be passed as an argument");

@@ -30,13 +30,12 @@ void fetch_refused(struct fetch_ctx *ctx, const redisReply *reply, enum rclass c
     fetch_backoff(ctx);
 }
 
-struct task *fetch_task(struct fetch_ctx *ctx, const struct queue_conf *queue, const char *payload,
-                        size_t len, const char *id)
+struct task *fetch_task(const struct queue_conf *queue, const char *payload, size_t len,
+                        const char *id)
 {
     struct task *t = id != NULL ? task_new_with_id(queue, payload, len, id)
                                 : task_new(queue, payload, len);
 
-    (void)ctx;
     if (t != NULL)
         t->mem = task_mem_estimate(t);
     return t;

@@ -80,8 +80,8 @@ void fetch_queue_bad(struct fetch_ctx *ctx, int q, const char *why);
 void fetch_queue_good(struct fetch_ctx *ctx, int q);
 /* A task for a payload taken from Redis (id NULL: a new one), with the bytes it will hold; the
  * caller charges a batch's to the memory budget at once (fetch_charge). NULL if out of memory. */
-struct task *fetch_task(struct fetch_ctx *ctx, const struct queue_conf *queue, const char *payload,
-                        size_t len, const char *id);
+struct task *fetch_task(const struct queue_conf *queue, const char *payload, size_t len,
+                        const char *id);
 /* The payload bytes the next fetch may bring: parsing can multiply them twenty to thirty times
  * (JSON of small values), so at most a 32nd of what is left of the memory budget, and at most
  * FETCH_MAX_BYTES (the first task always comes). */

@@ -164,7 +164,7 @@ static int hand_over(struct pop *p, const redisReply *reply)
     for (size_t i = 0; i < items->elements; i++) {
         const redisReply *it = items->element[i];
         struct task *t =
-            it->type == REDIS_REPLY_STRING ? fetch_task(p->ctx, queue, it->str, it->len, NULL) : NULL;
+            it->type == REDIS_REPLY_STRING ? fetch_task(queue, it->str, it->len, NULL) : NULL;
         if (t == NULL) {
             char shown[96];
             log_err("consumer: out of memory or a reply that is not a payload: task from queue "

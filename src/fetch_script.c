@@ -287,7 +287,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     }
     for (size_t i = 0; i < f.nitems; i++) {
         struct fetch_item it = wire_fetch_item(&f, i);
-        struct task *t = fetch_task(ctx, &ctx->conf->queues[it.queue], it.payload, it.len, ids[i]);
+        struct task *t = fetch_task(&ctx->conf->queues[it.queue], it.payload, it.len, ids[i]);
         if (t == NULL) {
             /* Still in the in-flight hash: the rescue puts it back. */
             log_err("consumer: out of memory: task %s of queue %s goes back to its queue", ids[i],

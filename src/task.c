@@ -69,14 +69,19 @@ struct task *task_new(const struct queue_conf *queue, const char *payload, size_
     return task_new_with_id(queue, payload, len, id);
 }
 
-size_t task_mem_estimate(const struct task *t)
+bool task_is_envelope(const struct task *t)
 {
     size_t i = 0;
 
     while (i < t->len && (t->payload[i] == ' ' || t->payload[i] == '\t' || t->payload[i] == '\n' ||
                           t->payload[i] == '\r'))
         i++;
-    return i < t->len && t->payload[i] == '{' ? t->len * 32 : t->len;
+    return i < t->len && t->payload[i] == '{';
+}
+
+size_t task_mem_estimate(const struct task *t)
+{
+    return task_is_envelope(t) ? t->len * 32 : t->len;
 }
 
 void task_free(struct task *t)

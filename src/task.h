@@ -71,6 +71,8 @@ struct task {
 
 /* A task with a fresh id, or with the id given (already used as its in-flight key). */
 struct task *task_new(const struct queue_conf *queue, const char *payload, size_t len);
+/* Whether the payload is a JSON object (an envelope or a wrapper), not a plain payload. */
+bool task_is_envelope(const struct task *t);
 /* The bytes a task will hold once parsed, before it is: a JSON envelope of small values takes up
  * to some thirty times its size (the loop thread charges what parsing really took). */
 size_t task_mem_estimate(const struct task *t);
