@@ -5,13 +5,15 @@ VERSION    := 0.1.0
 BUILD      ?= build
 PREFIX     ?= /usr/local
 sbindir    ?= $(PREFIX)/sbin
+# qworker finds qworker-run at $(sbindir)/../libexec/qworker: keep them side by side.
+libexecdir ?= $(PREFIX)/libexec
 sysconfdir ?= /etc
 mandir     ?= $(PREFIX)/share/man
 docdir     ?= $(PREFIX)/share/doc/qworker
 unitdir    ?= $(PREFIX)/lib/systemd/system
 sysusersdir ?= $(PREFIX)/lib/sysusers.d
 CC         ?= cc
-PKGS       := hiredis libevent libevent_pthreads libconfig libsystemd jansson
+PKGS       := hiredis libevent libevent_pthreads libconfig libsystemd jansson libseccomp
 
 CFLAGS     ?= -O2 -g
 WARN       := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
@@ -35,7 +37,7 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
 # Debian packages: to build, to run the tests, to run the demo.
 DEB_BUILD  := gcc make pkg-config libhiredis-dev libevent-dev libconfig-dev libsystemd-dev \
-              libjansson-dev
+              libjansson-dev libseccomp-dev
 DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python3-pytest \
               systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
@@ -46,10 +48,14 @@ DEB_LINT   := cppcheck clang-tidy-14
 .PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format install deb bench \
         fuzz lint
 
-all: $(BUILD)/qworker $(LUA_OUT)
+all: $(BUILD)/qworker $(BUILD)/qworker-run $(LUA_OUT)
 
 $(BUILD)/qworker: $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# What qworker runs a handler through to keep it apart (src/isolate.h); a program of its own.
+$(BUILD)/qworker-run: src/run/qworker-run.c | $(BUILD)
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(shell pkg-config --libs libseccomp)
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	$(CC) $(WARN) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c -o $@ $<
@@ -74,10 +80,10 @@ $(BUILD) $(BUILD)/unit $(BUILD)/lua:
 # Sanitizer builds live in their own directories so that they never mix objects.
 asan:
 	$(MAKE) BUILD=build/asan CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' \
-	    LDFLAGS='-fsanitize=address,undefined' build/asan/qworker $(UNIT_BINS:$(BUILD)/%=build/asan/%)
+	    LDFLAGS='-fsanitize=address,undefined' build/asan/qworker build/asan/qworker-run $(UNIT_BINS:$(BUILD)/%=build/asan/%)
 tsan:
 	$(MAKE) BUILD=build/tsan CFLAGS='-O1 -g -fsanitize=thread' LDFLAGS='-fsanitize=thread' \
-	    build/tsan/qworker $(UNIT_BINS:$(BUILD)/%=build/tsan/%)
+	    build/tsan/qworker build/tsan/qworker-run $(UNIT_BINS:$(BUILD)/%=build/tsan/%)
 
 # Installs the Debian packages a target needs, if any is missing (needs root and apt).
 define ensure_debs
@@ -112,10 +118,11 @@ test: deps-test
 	@$(MAKE) --no-print-directory all unit asan tsan deb
 	tests/run-all.sh
 
-# Honours PREFIX, DESTDIR, sbindir, sysconfdir, mandir, docdir, unitdir, sysusersdir. Never
-# overwrites an existing configuration.
+# Honours PREFIX, DESTDIR, sbindir, libexecdir, sysconfdir, mandir, docdir, unitdir, sysusersdir.
+# Never overwrites an existing configuration.
 install: all
 	install -D -m 0755 $(BUILD)/qworker $(DESTDIR)$(sbindir)/qworker
+	install -D -m 0755 $(BUILD)/qworker-run $(DESTDIR)$(libexecdir)/qworker/qworker-run
 	install -d $(DESTDIR)$(unitdir)
 	for u in qworker.service qworker@.service; do \
 	    sed -e 's|/usr/sbin/qworker|$(sbindir)/qworker|' -e 's|/etc/qworker/|$(sysconfdir)/qworker/|g' \

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,14 +33,14 @@ static const char *const redis_names[] = {
 static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
                                            "delivery", "prefix",           "shutdown_timeout",
                                            "heartbeat_ttl", "max_payload",     "max_recoveries",
-                                           "task_memory_mb",
+                                           "task_memory_mb", "task_user",
                                            NULL};
 static const char *const queue_names[] = {"name", "handler", NULL};
 static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
 static const char *const exec_names[] = {
     "name",    "type",        "command",     "args",        "env",        "cwd",
     "timeout", "kill_grace",  "max_attempts", "backoff",    "backoff_max", "concurrency",
-    "max_output", "max_line", "timeout_max", "max_attempts_max", NULL};
+    "max_output", "max_line", "timeout_max", "max_attempts_max", "network", NULL};
 static const char *const log_names[] = {"level", "target", NULL};
 
 static void failv(struct parse *p, const config_setting_t *s, const char *fmt, ...)
@@ -116,6 +117,20 @@ static int get_string(struct parse *p, const config_setting_t *group, const char
     *out = v ? strdup(v) : NULL;
     if (v != NULL && *out == NULL)
         return fail(p, s, "out of memory");
+    return 0;
+}
+
+static int get_bool(struct parse *p, const config_setting_t *group, const char *name, bool def,
+                    bool *out)
+{
+    const config_setting_t *s = group ? config_setting_get_member(group, name) : NULL;
+
+    *out = def;
+    if (s == NULL)
+        return 0;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return fail(p, s, "'%s' must be true or false", name);
+    *out = config_setting_get_bool(s) != 0;
     return 0;
 }
 
@@ -317,6 +332,31 @@ static int parse_delivery(struct parse *p, const config_setting_t *s, char *name
     return rc;
 }
 
+/* worker.task_user, looked up once: the ids qworker-run takes for every exec handler. Never
+ * root: a handler kept apart must be kept from everything qworker could reach. */
+static int resolve_task_user(struct parse *p, const config_setting_t *s, struct config *c)
+{
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    int rc;
+
+    c->task_uid = c->task_gid = -1;
+    if (c->task_user == NULL)
+        return 0;
+    if (c->task_user[0] == '\0')
+        return fail(p, s, "'task_user' must not be empty (leave it out to run handlers as qworker)");
+    rc = getpwnam_r(c->task_user, &pw, buf, sizeof(buf), &found);
+    if (found == NULL)
+        return fail(p, s, "task_user \"%s\": %s", c->task_user,
+                    rc != 0 ? strerror(rc) : "no such user");
+    if (pw.pw_uid == 0 || pw.pw_gid == 0)
+        return fail(p, s, "task_user \"%s\" is root or in its group: handlers must not run "
+                          "with more than qworker has", c->task_user);
+    c->task_uid = (long)pw.pw_uid;
+    c->task_gid = (long)pw.pw_gid;
+    return 0;
+}
+
 static int parse_worker(struct parse *p, const config_setting_t *root, struct config *c)
 {
     const config_setting_t *g, *s;
@@ -336,8 +376,13 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         get_int(p, g, "max_payload", 16, 512 << 20, 1 << 20, &c->max_payload) < 0 ||
         get_int(p, g, "max_recoveries", 0, 1000, 3, &c->max_recoveries) < 0 ||
         get_int(p, g, "task_memory_mb", 1, 1 << 20, 256, &c->task_memory_mb) < 0 ||
+        get_string(p, g, "task_user", NULL, &c->task_user) < 0 ||
         get_string(p, g, "delivery", "at-least-once", &delivery) < 0)
         return -1;
+    if (resolve_task_user(p, g ? config_setting_get_member(g, "task_user") : NULL, c) < 0) {
+        free(delivery);
+        return -1;
+    }
     c->heartbeat_ttl_ms = (int)(ttl * 1000);
     s = g ? config_setting_get_member(g, "delivery") : NULL;
     if (parse_delivery(p, s, delivery, &c->delivery) < 0)
@@ -429,6 +474,7 @@ static int parse_exec(struct parse *p, const config_setting_t *h, struct handler
         get_int(p, h, "concurrency", 0, 10000000, 0, &out->concurrency) < 0 ||
         get_int(p, h, "max_output", 0, max_bytes, 64 << 10, &out->max_output) < 0 ||
         get_int(p, h, "max_line", 16, 1 << 20, 1024, &out->max_line) < 0 ||
+        get_bool(p, h, "network", false, &out->network) < 0 ||
         get_string(p, h, "args", "argv", &args) < 0)
         return -1;
     /* Whoever can push may lower a limit, never raise it past what the operator allows. */
@@ -512,6 +558,8 @@ static int parse_handlers(struct parse *p, const config_setting_t *root, struct 
             return -1;
         }
         c->nhandlers = i + 1;
+        c->handlers[i].task_uid = c->task_uid;
+        c->handlers[i].task_gid = c->task_gid;
         if (find_handler(c, c->handlers[i].name) != &c->handlers[i])
             return fail(p, h, "handler '%s' is declared twice", c->handlers[i].name);
     }
@@ -684,6 +732,7 @@ void config_free(struct config *c)
     free(c->redis.password_path);
     free(c->worker_id);
     free(c->prefix);
+    free(c->task_user);
     for (int i = 0; i < c->nqueues; i++)
         free(c->queues[i].name);
     free(c->queues);
@@ -737,5 +786,8 @@ const char *config_fixed_change(const struct config *old, const struct config *n
         return "worker.heartbeat_ttl";
     if (old->log_target != next->log_target)
         return "log.target";
+    /* qworker confined itself at start to taking this one identity (isolate.c). */
+    if (old->task_uid != next->task_uid || old->task_gid != next->task_gid)
+        return "worker.task_user";
     return NULL;
 }

@@ -48,6 +48,9 @@ struct handler_conf {
     int concurrency; /* 0: only the worker's own limit */
     int max_output;  /* bytes of the child's output logged per task */
     int max_line;    /* bytes of one output line logged */
+    bool network;    /* may open IPv4/IPv6 sockets (qworker-run forbids them otherwise) */
+    /* worker.task_user's, copied here for the spawn: > 0 when set (never root) */
+    long task_uid, task_gid;
 };
 
 struct queue_conf {
@@ -68,6 +71,8 @@ struct config {
     int max_payload;
     int max_recoveries; /* put back from dead workers this often: poison; 0: never */
     int task_memory_mb; /* what the payloads of held tasks may take before fetching waits */
+    char *task_user;    /* exec handlers run as this user (qworker-run); NULL: as qworker */
+    long task_uid, task_gid; /* its ids, resolved at load; -1 without one, never 0 */
     char *prefix;
 
     struct queue_conf *queues; /* in priority order */

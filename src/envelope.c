@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "isolate.h"
 #include "wire.h"
 
 
@@ -132,8 +133,8 @@ static int check_argv_size(struct task *t)
         bytes += strlen(h->argv[j]) + 1;
     for (int j = 0; h->env != NULL && h->env[j] != NULL; j++, n++)
         bytes += strlen(h->env[j]) + 1;
-    n += 3;
-    bytes += 3 * ENV_VAR_MAX;
+    n += 3 + ISOLATE_ARGS;
+    bytes += 3 * ENV_VAR_MAX + ISOLATE_ARG_BYTES;
     if (bytes + n * sizeof(char *) > limit)
         return invalid(t, "the arguments and environment take %zu bytes, over the %zu the kernel "
                           "takes (a quarter of the stack limit)",

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "loop.h"
 #include "outlog.h"
+#include "isolate.h"
 #include "task.h"
 
 /* How much one callback reads from a child's pipe: a child writing without pause cannot keep
@@ -237,8 +238,9 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     evtimer_add(r->deadline, &grace);
 }
 
-/* argv: the configured command, then the task's arguments (the plain payload, or "args"). */
-static char **build_argv(const struct exec_run *r, char **payload_copy)
+/* argv: qworker-run's part when the handler is kept apart (isolate.c), the configured command,
+ * then the task's arguments (the plain payload, or "args"). */
+static char **build_argv(const struct exec_run *r, char **payload_copy, char ids[2][24])
 {
     const struct task *t = r->task;
     size_t extra = 0, k = 0, i;
@@ -247,9 +249,11 @@ static char **build_argv(const struct exec_run *r, char **payload_copy)
 
     if (!r->h->args_stdin)
         extra = t->json ? (t->args ? json_array_size(t->args) : 0) : 1;
-    argv = calloc((size_t)r->h->argc + extra + 1, sizeof(*argv));
+    argv = calloc(ISOLATE_ARGS + (size_t)r->h->argc + extra + 1, sizeof(*argv));
     if (argv == NULL)
         return NULL;
+    if (isolate_needed(r->h))
+        k = (size_t)isolate_argv(r->h, argv, ids);
     for (int j = 0; j < r->h->argc; j++)
         argv[k++] = r->h->argv[j];
     if (extra > 0 && t->json == NULL) {
@@ -311,8 +315,8 @@ static int spawn(struct exec_run *r, int in[2], int out[2], int err[2])
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
-    char vars[3][256], *payload_copy = NULL;
-    char **argv = build_argv(r, &payload_copy), **env = build_env(r, vars);
+    char vars[3][256], ids[2][24], *payload_copy = NULL;
+    char **argv = build_argv(r, &payload_copy, ids), **env = build_env(r, vars);
     int rc = ENOMEM;
 
     if (argv != NULL && env != NULL) {
@@ -384,6 +388,12 @@ static int exec_start(struct loop *loop, struct task *t)
     r->h = h;
     r->pidfd = r->in_fd = r->out.fd = r->err.fd = -1;
     t->run = r;
+    if (isolate_needed(h) && !isolate_ready()) {
+        task_set_reason(t, "handler %s must be kept apart (task_user, or no network) and "
+                           "qworker-run was not found at start", h->name);
+        free_run(r);
+        return -1;
+    }
     if ((h->args_stdin && (prepare_stdin(r) < 0 || pipe2(in, O_CLOEXEC) < 0)) ||
         pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
         task_set_reason(t, "cannot make pipes: %s", strerror(errno));

@@ -20,6 +20,7 @@
 #include "jsonmem.h"
 #include "notify.h"
 #include "identity.h"
+#include "isolate.h"
 #include "log.h"
 #include "loop.h"
 #include "redis.h"
@@ -255,6 +256,10 @@ int main(int argc, char **argv)
     d.conf = conf;
     warn_option_injection(conf, NULL);
     warn_readable_password(conf, NULL);
+    if (isolate_init(conf) < 0) {
+        config_free(conf);
+        return CONFIG_EXIT_INVALID;
+    }
     /* Every thread waits at most a quarter of the watchdog interval between beats. */
     if (notify_watchdog_usec() > 0)
         health_set_period_ms((int)(notify_watchdog_usec() / 4000));

@@ -1,0 +1,140 @@
+/* qworker-run: the step between qworker and a handler that is kept apart from it.
+ *
+ *   qworker-run [--uid UID --gid GID] [--no-network] -- PROGRAM [ARG]...
+ *
+ * qworker spawns it in the handler's place (same pipes, directory, environment and process
+ * group); it takes the task's identity and limits and then becomes PROGRAM by execv, so the
+ * handler's parent is still qworker and its exit status is the handler's own. On any failure it
+ * says why on stderr (the task's output) and exits 127 without running anything.
+ *
+ * Nothing done here can be undone by the handler: without CAP_SETUID it cannot take another
+ * identity back, no_new_privs keeps set-user-ID programs and file capabilities from giving it
+ * one, and a seccomp filter is inherited by every descendant and never removed.
+ *
+ * A program of its own, not code in the daemon: it runs single-threaded after posix_spawn, with
+ * none of qworker's state, and stays small enough to read in one sitting. */
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <seccomp.h>
+
+#define EXIT_CANNOT 127
+
+static _Noreturn void die(const char *what, int err)
+{
+    if (err != 0)
+        fprintf(stderr, "qworker-run: %s: %s\n", what, strerror(err));
+    else
+        fprintf(stderr, "qworker-run: %s\n", what);
+    exit(EXIT_CANNOT);
+}
+
+static long parse_id(const char *s, const char *what)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < 0 || v >= 0xffffffffL)
+        die(what, EINVAL);
+    return v;
+}
+
+/* Groups first: once the user is no longer privileged, it could not drop them any more. */
+static void become(uid_t uid, gid_t gid)
+{
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+
+    if (setgroups(0, NULL) < 0)
+        die("cannot drop the supplementary groups", errno);
+    if (setresgid(gid, gid, gid) < 0)
+        die("cannot take the task's group", errno);
+    if (setresuid(uid, uid, uid) < 0)
+        die("cannot take the task's user", errno);
+    if (getresuid(&ru, &eu, &su) < 0 || getresgid(&rg, &eg, &sg) < 0 || ru != uid ||
+        eu != uid || su != uid || rg != gid || eg != gid || sg != gid)
+        die("the task's identity did not take", 0);
+}
+
+/* qworker may hold CAP_SETUID and CAP_SETGID as ambient capabilities (its unit gives them to it
+ * for this program), which also puts them in the inheritable set: through execve they would pass
+ * to the handler, as ambient ones, or as inheritable ones to a program with file capabilities.
+ * Taking another user does not drop them (only leaving root does). So every set is emptied, and
+ * no_new_privs keeps the handler from gaining any. */
+static void drop_capabilities(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3];
+
+    memset(none, 0, sizeof(none));
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        die("cannot clear the ambient capabilities", errno);
+    if (syscall(SYS_capset, &hdr, none) < 0)
+        die("cannot drop the capabilities", errno);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die("cannot set no_new_privs", errno);
+}
+
+/* No IPv4 or IPv6 socket: Redis, or anything else on the network, is out of reach. io_uring
+ * could open sockets without socket(2), so it goes too. libseccomp writes the architecture
+ * checks (x32 calls on x86-64 included) that a hand-written filter tends to miss. */
+static void forbid_network(void)
+{
+    /* Spelled out: clang finds a field missing in libseccomp's SCMP_A0() macro. */
+    const struct scmp_arg_cmp inet = {.arg = 0, .op = SCMP_CMP_EQ, .datum_a = AF_INET},
+                              inet6 = {.arg = 0, .op = SCMP_CMP_EQ, .datum_a = AF_INET6};
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    int rc;
+
+    if (ctx == NULL)
+        die("cannot build the network filter", ENOMEM);
+    rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1, &inet);
+    if (rc == 0)
+        rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1, &inet6);
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(io_uring_setup), 0);
+    if (rc == 0)
+        rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+    if (rc != 0)
+        die("cannot load the network filter", -rc);
+}
+
+int main(int argc, char **argv)
+{
+    long uid = -1, gid = -1;
+    int network = 1, i;
+
+    for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--uid") == 0 && i + 1 < argc)
+            uid = parse_id(argv[++i], "--uid");
+        else if (strcmp(argv[i], "--gid") == 0 && i + 1 < argc)
+            gid = parse_id(argv[++i], "--gid");
+        else if (strcmp(argv[i], "--no-network") == 0)
+            network = 0;
+        else
+            die("usage: qworker-run [--uid UID --gid GID] [--no-network] -- PROGRAM [ARG]...", 0);
+    }
+    if (i + 1 >= argc || (uid < 0) != (gid < 0))
+        die("usage: qworker-run [--uid UID --gid GID] [--no-network] -- PROGRAM [ARG]...", 0);
+    if (uid == 0 || gid == 0)
+        die("will not run a task as root or in its group", 0);
+    if (uid > 0)
+        become((uid_t)uid, (gid_t)gid);
+    drop_capabilities();
+    if (!network)
+        forbid_network();
+    execv(argv[i + 1], argv + i + 1);
+    fprintf(stderr, "qworker-run: cannot run %s: %s\n", argv[i + 1], strerror(errno));
+    return EXIT_CANNOT;
+}
