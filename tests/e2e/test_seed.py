@@ -3,6 +3,7 @@ loop that never blocks (issue 2)."""
 
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -158,6 +159,11 @@ BAD_CONFIGS = [
     ("queues = ( { name = \"q\"; handler = \"nope\"; } );\n", 1, "no handler named 'nope'"),
     ("redis = { host = \"x\";\n  port = ; };\n", 2, "syntax error"),
     ("\n\nbogus = 1;\n", 3, "unknown setting 'bogus'"),
+    ("worker = { task_user = \"no-such-user-qw\"; };\n", 1,
+     "task_user \"no-such-user-qw\": no such user"),
+    ("worker = { task_user = \"root\"; };\n", 1, "is root or in its group"),
+    ("handlers = ( { name = \"h\"; type = \"exec\"; command = [\"/bin/true\"];\n"
+     "  network = \"yes\"; } );\n", 2, "'network' must be true or false"),
 ]
 
 
@@ -174,8 +180,22 @@ def test_bad_config_exits_78_with_file_line_message(workdir, text, line, message
         assert message in first, first
 
 
-def test_example_config_is_valid():
-    r = run_qworker("-t", "-c", os.path.join(ROOT, "worker.conf.example"))
+def test_example_config_is_valid(workdir):
+    example = os.path.join(ROOT, "worker.conf.example")
+    r = run_qworker("-t", "-c", example)
+    try:
+        pwd.getpwnam("qworker-task")
+    except KeyError:
+        # The package makes the user that the example (the packaged worker.conf) names; on a
+        # machine without it, -t says so, and the rest is checked with a user that exists.
+        assert r.returncode == 78 and 'task_user "qworker-task": no such user' in r.stderr, \
+            r.stderr
+        with open(example) as f:
+            text = f.read().replace('task_user = "qworker-task";', 'task_user = "nobody";')
+        example = os.path.join(workdir, "example.conf")
+        with open(example, "w") as f:
+            f.write(text)
+        r = run_qworker("-t", "-c", example)
     assert r.returncode == 0, r.stderr
     for conf in os.listdir(os.path.join(ROOT, "conf")):
         r = run_qworker("-t", "-c", os.path.join(ROOT, "conf", conf))

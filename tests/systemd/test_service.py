@@ -329,6 +329,68 @@ worker = {{ shutdown_timeout = 2; heartbeat_ttl = 3; }};
         run("systemctl", "stop", "test-redis-auth", check=False)
 
 
+# The hostile handler (issue 10), shared with tests/e2e/test_isolation.py.
+with open(os.path.join(ROOT, "tests", "hostile_handler.py")) as f:
+    PROBE = f.read()
+
+
+def test_a_handler_cannot_stop_pause_kill_or_read_the_service(fresh):
+    """The packaged unit and configuration's way: handlers run as qworker-task through
+    qworker-run. A task that signals qworker, reads its configuration, password or credential,
+    or connects to Redis fails at each, and qworker keeps serving, never restarted."""
+    run("sh", "-c", "cat > /etc/systemd/system/test-redis-auth.service", input=REDIS_AUTH_UNIT)
+    run("systemctl", "daemon-reload")
+    run("systemctl", "start", "test-redis-auth", timeout=30)
+    run("sh", "-c", "umask 022 && cat > /usr/local/lib/qworker-probe.py", input=PROBE)
+    run("sh", "-c", "umask 077 && printf '%s\\n' \"$1\" > /etc/qworker/redis-password", "sh",
+        AUTH_PASSWORD)
+
+    def authed(*args):
+        return run("redis-cli", "-p", str(AUTH_PORT), "--no-auth-warning", "-a", AUTH_PASSWORD,
+                   *args).stdout.strip()
+    try:
+        files = ", ".join(f'"{name}={path}"' for name, path in (
+            ("config", "/etc/qworker/worker.conf"), ("password", "/etc/qworker/redis-password"),
+            ("credential", "/run/credentials/qworker.service/redis-password")))
+        write_config(text=f'''redis = {{ host = "127.0.0.1"; port = {AUTH_PORT};
+                                password_file = "redis-password"; }};
+worker = {{ shutdown_timeout = 2; heartbeat_ttl = 3; task_user = "qworker-task"; }};
+queues = ( {{ name = "queue"; handler = "probe"; }}, {{ name = "sleep"; handler = "sleep"; }} );
+handlers = ( {{ name = "probe"; type = "exec"; max_attempts = 1;
+               command = ["/usr/bin/python3", "/usr/local/lib/qworker-probe.py", "{AUTH_PORT}",
+                          "signals", {files}]; }} );
+''')
+        run("systemctl", "start", "qworker", timeout=30)
+        main_pid = int(prop("MainPID"))
+        t0 = now_usec()
+        authed("LPUSH", "queue", json.dumps({"id": "probe-1", "handler": "probe"}))
+        done = wait_for(lambda: completions(t0), 20, "the probe to finish")
+        assert done[0]["QWORKER_OUTCOME"] == "ok", done[0]["MESSAGE"]
+        lines = [e["MESSAGE"].split(" stdout: ", 1)[1] for e in journal()
+                 if e.get("QWORKER_STREAM") == "stdout" and e.get("QWORKER_TASK_ID") == "probe-1"]
+        assert len(lines) == 1, lines
+        found = json.loads(lines[0])
+        task_user = run("getent", "passwd", "qworker-task").stdout.split(":")
+        assert found["parent"] == main_pid, found
+        assert found["uid"] == [int(task_user[2])] * 3 and found["groups"] == [], found
+        assert found["nnp"] == "1" and not any(found["caps"].values()), found
+        for what in ("SIGTERM", "SIGTSTP", "SIGSTOP", "SIGKILL", "SIGTERM_group", "config",
+                     "password", "credential", "redis"):
+            assert found[what] == "PermissionError", (what, found)
+        # ProtectProc=invisible: it cannot even see qworker's process.
+        assert found["memory"] == "FileNotFoundError", found
+        # Nothing happened to qworker: the same process, never restarted, and it serves on.
+        authed("LPUSH", "sleep", "0.01")
+        wait_for(lambda: len(completions(t0)) >= 2, 10, "the next task")
+        assert prop("ActiveState") == "active" and int(prop("MainPID")) == main_pid
+        assert prop("NRestarts") == "0"
+        assert authed("HGET", "qworker:stats", "succeeded") == "2"
+    finally:
+        run("systemctl", "stop", "qworker", check=False)
+        run("rm", "-f", "/etc/qworker/redis-password", "/usr/local/lib/qworker-probe.py")
+        run("systemctl", "stop", "test-redis-auth", check=False)
+
+
 def test_purge_drops_the_overrides_and_a_new_install_closes_the_configuration(fresh):
     deb = package()
     try:

@@ -1,4 +1,5 @@
 /* Config loading: defaults, the shipped files, and an error with file:line for every mistake. */
+#include <pwd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -157,6 +158,14 @@ static void errors_name_file_line_and_problem(void **state)
     }
 }
 
+static bool user_exists(const char *name)
+{
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+
+    return getpwnam_r(name, &pw, buf, sizeof(buf), &found) == 0 && found != NULL;
+}
+
 static void shipped_files_are_valid(void **state)
 {
     static const char *const files[] = {"worker.conf.example", "conf/demo.conf"};
@@ -165,6 +174,12 @@ static void shipped_files_are_valid(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         struct config *c = config_load(files[i], err, sizeof(err));
+        /* The example is the packaged worker.conf: it names the user the package makes. Where
+         * that user is missing, that is all that may be wrong (tests/e2e/test_seed.py checks the
+         * rest with another user). */
+        if (c == NULL && i == 0 && !user_exists("qworker-task") &&
+            strstr(err, "task_user \"qworker-task\": no such user") != NULL)
+            continue;
         if (c == NULL)
             fail_msg("%s", err);
         config_free(c);
