@@ -70,19 +70,21 @@ static void become(uid_t uid, gid_t gid)
  * for this program), which also puts them in the inheritable set: through execve they would pass
  * to the handler, as ambient ones, or as inheritable ones to a program with file capabilities.
  * Taking another user does not drop them (only leaving root does). So every set is emptied, and
- * no_new_privs keeps the handler from gaining any. */
+ * no_new_privs (set next) keeps the handler from gaining any. */
 static void drop_capabilities(void)
 {
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    struct __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3];
+    struct __user_cap_data_struct held[_LINUX_CAPABILITY_U32S_3], none[_LINUX_CAPABILITY_U32S_3];
 
     memset(none, 0, sizeof(none));
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         die("cannot clear the ambient capabilities", errno);
-    if (syscall(SYS_capset, &hdr, none) < 0)
+    /* capset only when something is held: a unit that gives qworker no capability need not
+     * allow the call (systemd's @privileged holds it). */
+    if (syscall(SYS_capget, &hdr, held) < 0)
+        die("cannot read the capabilities", errno);
+    if (memcmp(held, none, sizeof(none)) != 0 && syscall(SYS_capset, &hdr, none) < 0)
         die("cannot drop the capabilities", errno);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        die("cannot set no_new_privs", errno);
 }
 
 /* No IPv4 or IPv6 socket: Redis, or anything else on the network, is out of reach. io_uring
@@ -129,9 +131,15 @@ int main(int argc, char **argv)
         die("usage: qworker-run [--uid UID --gid GID] [--no-network] -- PROGRAM [ARG]...", 0);
     if (uid == 0 || gid == 0)
         die("will not run a task as root or in its group", 0);
-    if (uid > 0)
+    /* Without a user to take, qworker runs the handler as itself, capabilities and all (qworker
+     * started by hand, as root say); its unit gives it some only with task_user. */
+    if (uid > 0) {
         become((uid_t)uid, (gid_t)gid);
-    drop_capabilities();
+        drop_capabilities();
+    }
+    /* Also what lets a process without CAP_SYS_ADMIN load a seccomp filter. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die("cannot set no_new_privs", errno);
     if (!network)
         forbid_network();
     execv(argv[i + 1], argv + i + 1);
