@@ -24,14 +24,19 @@ struct control {
     char status[256];
 };
 
+/* Tasks running and tasks waiting under a handler's concurrency, apart, and what more the
+ * worker would take now. Not the slots the consumer holds for a fetch: they are no task. */
 static void status_line(struct daemon *d, const struct control *c, char *out, size_t len)
 {
-    long long ok, failed;
+    long long ok, failed, free_slots;
+    size_t running, waiting;
 
     reporter_counts(d->reporter, &ok, &failed);
-    snprintf(out, len, "%s; %d in flight, %lld done, %lld failed; redis %s",
-             c->paused ? "paused (SIGTSTP)" : c->ready ? "running" : "starting",
-             capacity_used(&d->cap), ok, failed, redis_outage() ? "unreachable" : "up");
+    loop_counts(d->loop, &running, &waiting);
+    free_slots = (long long)d->conf->concurrency - (long long)running - (long long)waiting;
+    snprintf(out, len, "%s; %zu running, %zu waiting, %lld free, %lld done, %lld failed; redis %s",
+             c->paused ? "paused (SIGTSTP)" : c->ready ? "running" : "starting", running, waiting,
+             free_slots > 0 ? free_slots : 0, ok, failed, redis_outage() ? "unreachable" : "up");
 }
 
 /* READY=1 once Redis answered and every thread runs; then STATUS= whenever it changes. */
@@ -181,9 +186,13 @@ void control_stop(struct daemon *d, const sigset_t *signals)
     int64_t next_ping = 0, give_up = clock_mono_us() + stop_budget_us(d->conf);
     bool now = false, stuck = false;
     char status[128];
+    size_t running, waiting;
 
-    snprintf(status, sizeof(status), "stopping: %d task(s) finishing or going back to Redis",
-             capacity_used(&d->cap));
+    loop_counts(d->loop, &running, &waiting);
+    snprintf(status, sizeof(status),
+             "stopping: %zu running task(s) finishing or going back to Redis, %zu waiting going "
+             "back",
+             running, waiting);
     notify_stopping(status);
     /* The consumer first: a task the loop puts back at once (it had not started yet) frees a slot
      * that a running consumer would fill with the next task from Redis. */

@@ -52,14 +52,15 @@ struct loop {
     bool inbox_closed;
     /* cppcheck-suppress unusedStructMember ; used through the LIST_* macros */
     LIST_HEAD(, task) running;
-    size_t nrunning;
+    /* Written by the loop thread alone; atomic so that the main thread may show them. */
+    atomic_size_t nrunning;
 
     /* Per handler name (kept across reloads, so that running tasks of an old configuration
      * still count): how many run, and those waiting under the handler's own concurrency limit,
      * in arrival order. */
     struct hslot *slots;
     int nslots;
-    size_t nwaiting;
+    atomic_size_t nwaiting;
     struct event *tick;                          /* the watchdog's proof of progress */
     _Atomic(const struct config *) next_conf; /* a reload waiting to be applied */
 
@@ -72,6 +73,12 @@ static void ring(void *arg)
     struct loop *loop = arg;
 
     event_active(loop->doorbell, EV_READ, 0);
+}
+
+void loop_counts(struct loop *loop, size_t *running, size_t *waiting)
+{
+    *running = atomic_load_explicit(&loop->nrunning, memory_order_relaxed);
+    *waiting = atomic_load_explicit(&loop->nwaiting, memory_order_relaxed);
 }
 
 struct event_base *loop_base(struct loop *loop)

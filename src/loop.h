@@ -5,6 +5,7 @@
 #define QWORKER_LOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/time.h>
 
 #include "config.h"
@@ -34,6 +35,10 @@ void loop_join(struct loop *loop);
  * Running tasks keep the configuration they started with, so conf and the old one must outlive
  * the loop. */
 void loop_reconfigure(struct loop *loop, const struct config *conf);
+
+/* From any thread, for the status: tasks running now, and tasks held waiting under their
+ * handler's concurrency. */
+void loop_counts(struct loop *loop, size_t *running, size_t *waiting);
 
 /* Loop thread only, for handlers. */
 struct event_base *loop_base(struct loop *loop);

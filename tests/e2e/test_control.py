@@ -69,7 +69,27 @@ def test_sigusr1_logs_the_state(redis, start_qworker):
     q.wait_message("ready", 10)
     q.signal(signal.SIGUSR1)
     state = q.wait_message("state: running", 5)
-    assert "in flight" in state[0]["MESSAGE"] and "redis up" in state[0]["MESSAGE"]
+    assert "state: running; 0 running, 0 waiting, 100 free, 0 done, 0 failed; redis up; " \
+        "worker " in state[0]["MESSAGE"], state[0]["MESSAGE"]
+
+
+def test_state_tells_running_waiting_and_free_apart(redis, start_qworker):
+    """Three tasks of a handler that runs one at a time: one runs, two wait in the worker, and the
+    rest of the concurrency is free (issue 11: "in flight" counted reserved fetch slots)."""
+    q = start_qworker(redis.port, handlers=[
+        {"name": "nap", "type": "exec", "concurrency": 1, "command": ["/bin/sleep", "--"]}],
+        queues=[{"name": "queue", "handler": "nap"}])
+    q.wait_message("ready", 10)
+    push(redis, "30", "30", "30")
+    wait_for(lambda: redis("LLEN", "queue") == 0, 5, "the three tasks to be taken")
+
+    def state():
+        q.signal(signal.SIGUSR1)
+        lines = [e["MESSAGE"] for e in q.journal() if "state: running; 1 running" in
+                 e.get("MESSAGE", "")]
+        return lines[-1] if lines else None
+    line = wait_for(state, 5, "a state line with the task running", interval=0.2)
+    assert "state: running; 1 running, 2 waiting, 97 free, 0 done, 0 failed; redis up" in line
 
 
 def test_a_stop_that_hangs_stops_asking_systemd_for_time(redis, start_qworker, workdir):
