@@ -39,7 +39,8 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 DEB_BUILD  := gcc make pkg-config libhiredis-dev libevent-dev libconfig-dev libsystemd-dev \
               libjansson-dev libseccomp-dev
 DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python3-pytest \
-              systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2
+              systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2 \
+              groff-base man-db
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
 DEB_DEB    := $(DEB_BUILD) build-essential debhelper dpkg-dev devscripts lintian binutils
 DEB_FUZZ   := clang-14 libfuzzer-14-dev

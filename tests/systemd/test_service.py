@@ -462,3 +462,29 @@ def test_lintian_has_no_errors_or_warnings():
     r = subprocess.run(["lintian", "--fail-on", "error,warning", "--tag-display-limit", "0",
                         package()], capture_output=True, text=True)
     assert r.returncode == 0 and not re.search(r"^[EW]: ", r.stdout, re.M), r.stdout
+
+
+MAN_PAGES = [os.path.join(ROOT, "packaging", "man", p) for p in ("qworker.8", "worker.conf.5")]
+# A font macro's arguments are split at spaces and quotes: a quote inside a word (as in
+# .B {"handler": ...}) is eaten, silently. Such a quote has a non-space on both sides.
+EATEN_QUOTE = re.compile(r'^\.(B|I|BR|RB|BI|IB|IR|RI|SM|SB)\s.*\S"\S', re.M)
+
+
+@pytest.mark.parametrize("page", MAN_PAGES, ids=os.path.basename)
+def test_man_page_renders_without_a_warning(page):
+    r = subprocess.run(["groff", "-ww", "-man", "-Tutf8", "-z", page], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = subprocess.run(["man", "--warnings", "-l", page], capture_output=True, text=True,
+                       env=dict(os.environ, MANWIDTH="100", LC_ALL="C.UTF-8"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    with open(page) as f:
+        eaten = EATEN_QUOTE.findall(f.read())
+    assert not eaten, f"quotes a font macro would eat: {eaten}"
+
+
+def test_man_page_shows_the_envelope_whole():
+    r = subprocess.run(["man", "-l", MAN_PAGES[0]], capture_output=True, text=True,
+                       env=dict(os.environ, MANWIDTH="200", LC_ALL="C.UTF-8"))
+    text = " ".join(r.stdout.split())
+    assert '{"handler": "thumb", "args": ["in.jpg", "out.jpg"], "timeout": 30}' in text
