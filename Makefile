@@ -8,6 +8,7 @@ sbindir    ?= $(PREFIX)/sbin
 # qworker finds qworker-run at $(sbindir)/../libexec/qworker: keep them side by side.
 libexecdir ?= $(PREFIX)/libexec
 sysconfdir ?= /etc
+datadir    ?= $(PREFIX)/share
 mandir     ?= $(PREFIX)/share/man
 docdir     ?= $(PREFIX)/share/doc/qworker
 unitdir    ?= $(PREFIX)/lib/systemd/system
@@ -40,7 +41,7 @@ DEB_BUILD  := gcc make pkg-config libhiredis-dev libevent-dev libconfig-dev libs
               libjansson-dev libseccomp-dev
 DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python3-pytest \
               systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2 \
-              groff-base man-db
+              groff-base man-db prometheus python3-prometheus-client python3-yaml
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
 DEB_DEB    := $(DEB_BUILD) build-essential debhelper dpkg-dev devscripts lintian binutils
 DEB_FUZZ   := clang-14 libfuzzer-14-dev
@@ -119,7 +120,8 @@ test: deps-test
 	@$(MAKE) --no-print-directory all unit asan tsan deb
 	tests/run-all.sh
 
-# Honours PREFIX, DESTDIR, sbindir, libexecdir, sysconfdir, mandir, docdir, unitdir, sysusersdir.
+# Honours PREFIX, DESTDIR, sbindir, libexecdir, sysconfdir, datadir, mandir, docdir, unitdir,
+# sysusersdir.
 # Never overwrites an existing configuration.
 install: all
 	install -D -m 0755 $(BUILD)/qworker $(DESTDIR)$(sbindir)/qworker
@@ -133,6 +135,8 @@ install: all
 	install -D -m 0644 packaging/man/worker.conf.5 $(DESTDIR)$(mandir)/man5/worker.conf.5
 	install -D -m 0644 worker.conf.example $(DESTDIR)$(docdir)/examples/worker.conf.example
 	install -D -m 0644 README.md $(DESTDIR)$(docdir)/README.md
+	install -D -m 0644 -t $(DESTDIR)$(datadir)/qworker packaging/grafana/qworker-dashboard.json \
+	    packaging/prometheus/qworker-rules.yml
 	install -D -m 0644 packaging/qworker.sysusers $(DESTDIR)$(sysusersdir)/qworker.conf
 	[ -e $(DESTDIR)$(sysconfdir)/qworker/worker.conf ] || \
 	    install -D -m 0644 worker.conf.example $(DESTDIR)$(sysconfdir)/qworker/worker.conf

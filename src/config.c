@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -26,7 +27,8 @@ struct parse {
     size_t errlen;
 };
 
-static const char *const top_names[] = {"redis", "worker", "queues", "handlers", "log", NULL};
+static const char *const top_names[] = {"redis",    "worker", "queues", "handlers",
+                                        "log",      "metrics", NULL};
 static const char *const redis_names[] = {
     "host",     "port",          "unix_socket",     "db",              "username",
     "password", "password_file", "connect_timeout", "command_timeout", NULL};
@@ -42,6 +44,7 @@ static const char *const exec_names[] = {
     "timeout", "kill_grace",  "max_attempts", "backoff",    "backoff_max", "concurrency",
     "max_output", "max_line", "timeout_max", "max_attempts_max", "network", NULL};
 static const char *const log_names[] = {"level", "target", NULL};
+static const char *const metrics_names[] = {"listen", NULL};
 
 static void failv(struct parse *p, const config_setting_t *s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -551,6 +554,7 @@ static int parse_handlers(struct parse *p, const config_setting_t *root, struct 
     c->handlers = calloc((size_t)n + 1, sizeof(*c->handlers));
     if (c->handlers == NULL)
         return fail(p, list, "out of memory");
+    c->nhandlers = 0; /* counts the slots filled so far: find_handler looks at no other */
     for (int i = 0; i < n; i++) {
         const config_setting_t *h = config_setting_get_elem(list, (unsigned)i);
         if (parse_handler(p, h, &c->handlers[i]) < 0) {
@@ -664,12 +668,56 @@ static int parse_log(struct parse *p, const config_setting_t *root, struct confi
     return rc;
 }
 
+/* metrics = { listen = "127.0.0.1:9464"; }: an address literal (IPv6 in brackets) and a port.
+ * No host name: what it resolves to could change under a running worker. */
+static int parse_metrics(struct parse *p, const config_setting_t *root, struct config *c)
+{
+    const config_setting_t *g, *s;
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_PASSIVE, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    char *listen, *colon, *end;
+    long port;
+
+    if (get_group(p, root, "metrics", &g) < 0)
+        return -1;
+    if (g == NULL)
+        return 0;
+    if (check_known(p, g, "the metrics section", metrics_names) < 0 ||
+        get_string(p, g, "listen", "127.0.0.1:9464", &listen) < 0)
+        return -1;
+    s = config_setting_get_member(g, "listen");
+    colon = strrchr(listen, ':');
+    port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || colon[1] == '\0' || *end != '\0' || port < 1 || port > 65535) {
+        failv(p, s, "metrics listen \"%s\": want ADDRESS:PORT, like \"127.0.0.1:9464\"",
+              listen);
+        free(listen);
+        return -1;
+    }
+    *colon = '\0';
+    if (listen[0] == '[' && colon > listen + 1 && colon[-1] == ']') {
+        colon[-1] = '\0';
+        memmove(listen, listen + 1, strlen(listen));
+    }
+    if (getaddrinfo(listen, NULL, &hints, &ai) != 0) {
+        failv(p, s, "metrics listen: \"%s\" is not an IP address (a name could change under a "
+                    "running worker)", listen);
+        free(listen);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    c->metrics_addr = listen;
+    c->metrics_port = (int)port;
+    return 0;
+}
+
 static int parse_root(struct parse *p, const config_setting_t *root, struct config *c)
 {
     if (check_known(p, root, "the file", top_names) < 0)
         return -1;
     if (parse_redis(p, root, &c->redis) < 0 || parse_worker(p, root, c) < 0 ||
-        parse_handlers(p, root, c) < 0 || parse_queues(p, root, c) < 0 || parse_log(p, root, c) < 0)
+        parse_handlers(p, root, c) < 0 || parse_queues(p, root, c) < 0 || parse_log(p, root, c) < 0 ||
+        parse_metrics(p, root, c) < 0)
         return -1;
     return 0;
 }
@@ -733,6 +781,7 @@ void config_free(struct config *c)
     free(c->worker_id);
     free(c->prefix);
     free(c->task_user);
+    free(c->metrics_addr);
     for (int i = 0; i < c->nqueues; i++)
         free(c->queues[i].name);
     free(c->queues);
@@ -789,5 +838,7 @@ const char *config_fixed_change(const struct config *old, const struct config *n
     /* qworker confined itself at start to taking this one identity (isolate.c). */
     if (old->task_uid != next->task_uid || old->task_gid != next->task_gid)
         return "worker.task_user";
+    if (!same_str(old->metrics_addr, next->metrics_addr) || old->metrics_port != next->metrics_port)
+        return "metrics.listen";
     return NULL;
 }

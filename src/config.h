@@ -82,6 +82,9 @@ struct config {
 
     int log_level;
     enum log_target log_target;
+
+    char *metrics_addr; /* where /metrics, /healthz and / are served; NULL: nowhere */
+    int metrics_port;
 };
 
 /* Loads and validates path. On error returns NULL and writes "file:line: message" into err. */

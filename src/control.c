@@ -13,6 +13,7 @@
 #include "health.h"
 #include "log.h"
 #include "loop.h"
+#include "monitor.h"
 #include "notify.h"
 #include "redis.h"
 #include "reporter.h"
@@ -101,6 +102,8 @@ static void reload(struct daemon *d, struct control *c)
         capacity_set_bytes_limit(&d->cap, (size_t)next->task_memory_mb << 20);
         loop_reconfigure(d->loop, next);
         consumer_reconfigure(d->consumer, next);
+        if (d->monitor != NULL)
+            monitor_reconfigure(d->monitor, next);
         log_notice("reloaded %s: concurrency %d, %d queue(s), %d handler(s), log level %d",
                    next->path, next->concurrency, next->nqueues, next->nhandlers, next->log_level);
     }

@@ -7,6 +7,8 @@
 #include "config.h"
 #include "identity.h"
 
+struct monitor;
+
 struct daemon {
     const struct config *conf; /* in force; earlier ones are kept in retired until exit */
     struct config **retired;
@@ -16,6 +18,7 @@ struct daemon {
     struct reporter *reporter;
     struct loop *loop;
     struct consumer *consumer;
+    struct monitor *monitor; /* NULL without metrics.listen */
 };
 
 /* control.c: what the main thread does while the workers run. */

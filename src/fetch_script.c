@@ -17,6 +17,7 @@
 #include "fetch.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "scripts.h"
 #include "task.h"
 #include "taskq.h"
@@ -308,14 +309,18 @@ static int script_fetch(void *state, int n)
     struct script_fetch *s = state;
     redisReply *reply;
     enum rclass cls;
+    int64_t sent_us;
     int got;
 
     snprintf(s->count, sizeof(s->count), "%d", n);
     snprintf(s->max_bytes, sizeof(s->max_bytes), "%zu", fetch_max_bytes(s->ctx));
     for (int i = 0; i < n; i++)
         task_make_id(s->ids[i]);
+    sent_us = clock_mono_us();
     reply = script_run(s->ctx->rc, SCRIPT_FETCH, FETCH_KEYS + s->ctx->conf->nqueues,
                        s->fetch_keys, NULL, FETCH_ARGS + n, s->fetch_args, NULL);
+    if (reply != NULL)
+        metrics_fetch_us(clock_mono_us() - sent_us);
     if (reply == NULL) {
         for (int i = 0; i < n; i++)
             orphan(s, s->ids[i]);

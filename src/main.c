@@ -23,6 +23,8 @@
 #include "isolate.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "redis.h"
 #include "reporter.h"
 #include "taskq.h"
@@ -96,6 +98,17 @@ static void warn_readable_password(const struct config *conf, FILE *out)
         log_warn("%s", line);
 }
 
+/* A thread that would not start: the ones before it stop, nothing having been taken yet. */
+static int unwind(struct daemon *d, const char *thread)
+{
+    log_err("cannot start the %s thread: %s", thread, strerror(errno));
+    taskq_close(loop_inbox(d->loop));
+    loop_stop(d->loop, true);
+    loop_join(d->loop);
+    reporter_join(d->reporter);
+    return -1;
+}
+
 static int start_threads(struct daemon *d)
 {
     capacity_init(&d->cap, d->conf->concurrency);
@@ -119,14 +132,10 @@ static int start_threads(struct daemon *d)
         reporter_join(d->reporter);
         return -1;
     }
-    if (consumer_start(d->consumer) < 0) {
-        log_err("cannot start the consumer thread: %s", strerror(errno));
-        taskq_close(loop_inbox(d->loop));
-        loop_stop(d->loop, true);
-        loop_join(d->loop);
-        reporter_join(d->reporter);
-        return -1;
-    }
+    if (d->monitor != NULL && monitor_start(d->monitor, d->loop) < 0)
+        return unwind(d, "monitor");
+    if (consumer_start(d->consumer) < 0)
+        return unwind(d, "consumer");
     return 0;
 }
 
@@ -173,6 +182,15 @@ static int run(struct daemon *d, const sigset_t *set)
         log_err("cannot set up the worker identity: out of memory or no random source");
         return 1;
     }
+    if (d->conf->metrics_addr != NULL) {
+        char err[256];
+        /* Before the id is claimed: a port in use stops the start with nothing to undo. */
+        d->monitor = monitor_new(d->conf, err, sizeof(err));
+        if (d->monitor == NULL) {
+            log_err("metrics: %s", err);
+            return 1;
+        }
+    }
     switch (claim_id(d, set)) {
     case CLAIM_OK:
         break;
@@ -191,6 +209,8 @@ static int run(struct daemon *d, const sigset_t *set)
         control_stop(d, set);
         log_notice("stopped");
     }
+    monitor_free(d->monitor); /* its thread reads the loop's counts: it stops first */
+    d->monitor = NULL;
     consumer_free(d->consumer);
     loop_free(d->loop);
     reporter_free(d->reporter);
@@ -286,10 +306,12 @@ int main(int argc, char **argv)
         pthread_sigmask(SIG_BLOCK, &chld, NULL);
     }
     status = run(&d, &set);
+    monitor_free(d.monitor); /* left by a start that ended before the threads ran */
     identity_free(&d.id);
     for (int i = 0; i < d.nretired; i++)
         config_free(d.retired[i]);
     free(d.retired);
     config_free((struct config *)d.conf);
+    metrics_free();
     return status;
 }

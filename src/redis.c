@@ -18,6 +18,7 @@
 
 /* The whole process is in one outage while any of its connections is down: one line when the
  * first goes down, one when the last comes back. */
+static atomic_llong reconnects; /* redis_reconnects() */
 static pthread_mutex_t outage_mu = PTHREAD_MUTEX_INITIALIZER;
 static int outage_conns;
 static int64_t outage_start_us;
@@ -26,7 +27,7 @@ static void outage_begin(struct rconn *r, const char *why)
 {
     char addr[300];
 
-    if (r->down)
+    if (r->down || r->observer)
         return;
     r->down = true;
     pthread_mutex_lock(&outage_mu);
@@ -205,6 +206,9 @@ int rconn_try(struct rconn *r)
         freeReplyObject(reply);
     }
     r->backoff_ms = BACKOFF_MIN_MS;
+    if (r->connected_once)
+        atomic_fetch_add_explicit(&reconnects, 1, memory_order_relaxed);
+    r->connected_once = true;
     log_debug("%s: connected to redis (client id %lld)", r->role, r->client_id);
     outage_end(r);
     return 0;
@@ -288,6 +292,11 @@ redisReply *rconn_reply(struct rconn *r)
 }
 
 static atomic_bool refusing;
+
+long long redis_reconnects(void)
+{
+    return atomic_load_explicit(&reconnects, memory_order_relaxed);
+}
 
 void redis_refusing_set(bool on)
 {

@@ -21,6 +21,10 @@ struct rconn {
     int64_t next_attempt_us; /* monotonic; no connect before it */
     int64_t connected_us;
     bool down;               /* counted in the current outage */
+    bool connected_once;     /* a connection made after this is a reconnect */
+    /* Not counted in outages: a connection used only now and then (the monitor's), whose
+     * failures would otherwise stand for the whole worker's until its next use. */
+    bool observer;
     uint64_t rng;
 };
 
@@ -48,6 +52,8 @@ bool redis_refusing(void);
 
 /* Whether a connection of this process is failing to reach Redis now. */
 bool redis_outage(void);
+/* Connections made again after one was lost, by every thread, since start. */
+long long redis_reconnects(void);
 
 /* "127.0.0.1:6379" or "unix:/run/redis.sock". */
 const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len);

@@ -18,6 +18,7 @@
 #include "outlog.h"
 #include "scripts.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 #include "redis.h"
 #include "reply.h"
@@ -252,10 +253,15 @@ static void refused(struct reporter *rp, const redisReply *reply, enum rclass cl
 
 /* Sends the frozen batch (freezing what is pending first if none is). 0 when Redis has
  * recorded it, -1 if it stays (lost connection, refusal). */
-/* Logged once Redis holds the record: a journal that is slow to take 500 lines (it blocks the
- * writer) must not keep tasks from being put back or acknowledged. */
+/* Counted (metrics) and logged once Redis holds the record, so that the counts agree with its
+ * stats: a journal that is slow to take 500 lines (it blocks the writer) must not keep tasks
+ * from being put back or acknowledged. */
 static void log_completions(struct reporter *rp, const struct task *chain)
 {
+    metrics_tasks_begin();
+    for (const struct task *t = chain; t != NULL; t = t->next)
+        metrics_task(t);
+    metrics_tasks_end();
     for (const struct task *t = chain; t != NULL; t = t->next)
         log_completion(rp, t);
 }

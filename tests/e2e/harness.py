@@ -43,6 +43,12 @@ def push(redis, *payloads, queue="queue"):
     return t
 
 
+def stats(redis):
+    """<prefix>:stats as {field: int}."""
+    flat = redis("HGETALL", "qworker:stats")
+    return {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2])}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,7 +219,7 @@ class Journald:
 
 
 def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=None, extra="",
-                 redis=None):
+                 redis=None, metrics=None):
     worker = {"concurrency": 100, "shutdown_timeout": 5, **(worker or {})}
 
     def value(v):
@@ -237,6 +243,8 @@ def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=
         text += "queues = ( " + ", ".join(group(q) for q in queues) + " );\n"
     if handlers is not None:
         text += "handlers = ( " + ", ".join(group(h) for h in handlers) + " );\n"
+    if metrics is not None:
+        text += f"metrics = {group(metrics)};\n"
     text += extra
     with open(path, "w") as f:
         f.write(text)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from harness import (QWORKER, SLOW, Relay, RedisServer, push, push_many, sleep_tasks, task_ids,
-                     wait_all_ran, wait_for, write_config)
+                     stats, wait_all_ran, wait_for, write_config)
 
 QUIET = {"level": "notice"}  # no line per task
 # A line per task, on stderr: the ids that ran are read from there (no journald rate limit).
@@ -25,11 +25,6 @@ TEXT = {"level": "info", "target": "stderr"}
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def stats(redis):
-    flat = redis("HGETALL", "qworker:stats")
-    return {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2])}
 
 
 def inflight_keys(redis):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from harness import (SLOW, Relay, RedisServer, assert_stores_empty, loud_lines, push, push_many,
-                     ran_ids, sleep_tasks, task_ids, wait_all_ran, wait_for)
+                     ran_ids, sleep_tasks, stats, task_ids, wait_all_ran, wait_for)
 
 TEXT = {"level": "info", "target": "stderr"}
 WORKER = {"concurrency": 20, "heartbeat_ttl": 2, "id": "w"}
@@ -22,11 +22,6 @@ REDIS_TIMEOUTS = {"command_timeout": 1}
 # Lines at warning or worse that a whole faulted run may write: each condition twice (begins,
 # ends), an outage twice, a few of context. Hundreds would mean a line per attempt.
 LOUD_LINES_MAX = 16
-
-
-def stats(redis):
-    flat = redis("HGETALL", "qworker:stats")
-    return {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2])}
 
 
 def assert_invariant(redis, workers, ids, queues=("queue",), timeout=60):

@@ -164,6 +164,10 @@ BAD_CONFIGS = [
     ("worker = { task_user = \"root\"; };\n", 1, "is root or in its group"),
     ("handlers = ( { name = \"h\"; type = \"exec\"; command = [\"/bin/true\"];\n"
      "  network = \"yes\"; } );\n", 2, "'network' must be true or false"),
+    ("metrics = { listen = \"localhost:9464\"; };\n", 1, "\"localhost\" is not an IP address"),
+    ("metrics = { listen = \"127.0.0.1\"; };\n", 1, "want ADDRESS:PORT"),
+    ("metrics = { listen = \"[::1]:70000\"; };\n", 1, "want ADDRESS:PORT"),
+    ("metrics = { port = 9464; };\n", 1, "unknown setting 'port' in the metrics section"),
 ]
 
 
