@@ -41,7 +41,8 @@ DEB_BUILD  := gcc make pkg-config libhiredis-dev libevent-dev libconfig-dev libs
               libjansson-dev libseccomp-dev
 DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python3-pytest \
               systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2 \
-              groff-base man-db prometheus python3-prometheus-client python3-yaml
+              groff-base man-db prometheus python3-prometheus-client python3-yaml \
+              chromium
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
 DEB_DEB    := $(DEB_BUILD) build-essential debhelper dpkg-dev devscripts lintian binutils
 DEB_FUZZ   := clang-14 libfuzzer-14-dev

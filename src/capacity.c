@@ -119,6 +119,16 @@ int capacity_used(struct capacity *c)
     return n;
 }
 
+bool capacity_paused(struct capacity *c)
+{
+    bool paused;
+
+    pthread_mutex_lock(&c->mu);
+    paused = c->paused;
+    pthread_mutex_unlock(&c->mu);
+    return paused;
+}
+
 void capacity_pause(struct capacity *c, bool paused)
 {
     pthread_mutex_lock(&c->mu);

@@ -37,6 +37,7 @@ void capacity_refund(struct capacity *c, size_t bytes);
 size_t capacity_bytes_free(struct capacity *c);
 void capacity_stop(struct capacity *c);
 void capacity_pause(struct capacity *c, bool paused);
+bool capacity_paused(struct capacity *c);
 int capacity_used(struct capacity *c);
 
 #endif

@@ -122,6 +122,7 @@ static int start_threads(struct daemon *d)
         log_err("cannot set up the worker threads: out of memory or no event backend");
         return -1;
     }
+    reporter_watch(d->reporter, d->loop);
     if (reporter_start(d->reporter) < 0) {
         log_err("cannot start the reporter thread: %s", strerror(errno));
         return -1;
@@ -132,7 +133,7 @@ static int start_threads(struct daemon *d)
         reporter_join(d->reporter);
         return -1;
     }
-    if (d->monitor != NULL && monitor_start(d->monitor, d->loop) < 0)
+    if (d->monitor != NULL && monitor_start(d->monitor, d) < 0)
         return unwind(d, "monitor");
     if (consumer_start(d->consumer) < 0)
         return unwind(d, "consumer");

@@ -15,13 +15,17 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "capacity.h"
 #include "clock.h"
+#include "daemon.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "redis.h"
+#include "reporter.h"
+#include "status_page.h"
 
 #ifndef QWORKER_VERSION
 #define QWORKER_VERSION "0.0.0"
@@ -39,7 +43,7 @@ struct sample {
 
 struct monitor {
     _Atomic(const struct config *) conf;
-    struct loop *loop;
+    struct daemon *d; /* read only through what is safe from any thread (counts, flags) */
     int64_t started_real_us;
     struct event_base *base;
     struct event *stop;
@@ -48,10 +52,13 @@ struct monitor {
     bool running;
     struct rconn rc; /* monitor thread only */
     struct sample last;
+    struct evbuffer *page; /* the status page, made at most once a second */
+    int64_t page_at_us;
 };
 
 static int page_metrics(void *arg, struct evbuffer *body, const char **type);
 static int page_healthz(void *arg, struct evbuffer *body, const char **type);
+static int page_status(void *arg, struct evbuffer *body, const char **type);
 
 static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
@@ -64,7 +71,7 @@ struct monitor *monitor_new(const struct config *conf, char *err, size_t errlen)
 {
     struct monitor *m = calloc(1, sizeof(*m));
 
-    if (m == NULL || (m->base = event_base_new()) == NULL ||
+    if (m == NULL || (m->base = event_base_new()) == NULL || (m->page = evbuffer_new()) == NULL ||
         (m->stop = event_new(m->base, -1, 0, on_stop, m->base)) == NULL) {
         snprintf(err, errlen, "out of memory or no event backend");
         monitor_free(m);
@@ -77,7 +84,8 @@ struct monitor *monitor_new(const struct config *conf, char *err, size_t errlen)
     m->rc.observer = true;
     m->http = http_new(m->base, conf->metrics_addr, conf->metrics_port, err, errlen);
     if (m->http == NULL || http_route(m->http, "/metrics", page_metrics, m) < 0 ||
-        http_route(m->http, "/healthz", page_healthz, m) < 0) {
+        http_route(m->http, "/healthz", page_healthz, m) < 0 ||
+        http_route(m->http, "/", page_status, m) < 0) {
         monitor_free(m);
         return NULL;
     }
@@ -92,11 +100,11 @@ static void *run(void *arg)
     return NULL;
 }
 
-int monitor_start(struct monitor *m, struct loop *loop)
+int monitor_start(struct monitor *m, struct daemon *d)
 {
     int rc;
 
-    m->loop = loop;
+    m->d = d;
     rc = pthread_create(&m->thread, NULL, run, m);
     if (rc != 0) {
         errno = rc;
@@ -128,6 +136,8 @@ void monitor_free(struct monitor *m)
     http_free(m->http);
     rconn_close(&m->rc);
     free(m->last.queue_len);
+    if (m->page != NULL)
+        evbuffer_free(m->page);
     if (m->stop != NULL)
         event_free(m->stop);
     if (m->base != NULL)
@@ -275,7 +285,7 @@ static int page_metrics(void *arg, struct evbuffer *body, const char **type)
 
     *type = "text/plain; version=0.0.4; charset=utf-8";
     sample(m, conf);
-    loop_counts(m->loop, &running, &waiting);
+    loop_counts(m->d->loop, &running, &waiting);
     if (evbuffer_add_printf(body, "# HELP qworker_build_info The version running.\n"
                                           "# TYPE qworker_build_info gauge\n"
                                           "qworker_build_info{version=\"%s\"} 1\n",
@@ -320,4 +330,42 @@ static int page_healthz(void *arg, struct evbuffer *body, const char **type)
     }
     evbuffer_add_printf(body, "ok\n");
     return 200;
+}
+
+static int make_status(struct monitor *m, const struct config *conf)
+{
+    struct page_facts f = {.conf = conf, .redis_up = !redis_outage()};
+
+    sample(m, conf);
+    f.queue_len = m->last.conf == conf ? m->last.queue_len : NULL;
+    f.dead = m->last.dead;
+    f.paused = capacity_paused(&m->d->cap);
+    loop_counts(m->d->loop, &f.running, &f.waiting);
+    f.free_slots = (long long)conf->concurrency - (long long)(f.running + f.waiting);
+    if (f.free_slots < 0)
+        f.free_slots = 0;
+    reporter_counts(m->d->reporter, &f.ok, &f.failed);
+    evbuffer_drain(m->page, evbuffer_get_length(m->page));
+    return status_page(m->page, &m->rc, &f);
+}
+
+/* GET /: made at most once a second, however often it is asked for. */
+static int page_status(void *arg, struct evbuffer *body, const char **type)
+{
+    struct monitor *m = arg;
+    int64_t now = clock_mono_us();
+    size_t len;
+
+    *type = "text/html; charset=utf-8";
+    if (now - m->page_at_us >= SAMPLE_EVERY_US || evbuffer_get_length(m->page) == 0) {
+        m->page_at_us = now;
+        if (make_status(m, atomic_load(&m->conf)) < 0) {
+            evbuffer_drain(m->page, evbuffer_get_length(m->page));
+            evbuffer_add_printf(body, "out of memory\n");
+            *type = "text/plain; charset=utf-8";
+            return 500;
+        }
+    }
+    len = evbuffer_get_length(m->page);
+    return evbuffer_add(body, evbuffer_pullup(m->page, -1), len) < 0 ? 500 : 200;
 }

@@ -18,6 +18,7 @@
 #include "outlog.h"
 #include "scripts.h"
 #include "log.h"
+#include "loop.h"
 #include "metrics.h"
 #include "record.h"
 #include "redis.h"
@@ -65,6 +66,7 @@ struct reporter {
 
     struct identity *id;
     struct capacity *cap;
+    struct loop *loop; /* its running count goes in the heartbeat */
     int64_t next_beat_us;
 
     char *stats_key;
@@ -117,6 +119,11 @@ void reporter_free(struct reporter *rp)
     free(rp->dead_key);
     free(rp->schedule_key);
     free(rp);
+}
+
+void reporter_watch(struct reporter *rp, struct loop *loop)
+{
+    rp->loop = loop;
 }
 
 struct taskq *reporter_inbox(struct reporter *rp)
@@ -432,7 +439,11 @@ static void beat_if_due(struct reporter *rp)
 {
     if (clock_mono_us() < rp->next_beat_us || rconn_try(&rp->rc) < 0)
         return;
-    if (identity_beat(rp->id, &rp->rc, capacity_used(rp->cap)) == 0)
+    size_t running = 0, waiting = 0;
+
+    if (rp->loop != NULL)
+        loop_counts(rp->loop, &running, &waiting);
+    if (identity_beat(rp->id, &rp->rc, (long)running) == 0)
         rp->next_beat_us = clock_mono_us() + (int64_t)identity_beat_interval_ms(rp->id) * 1000;
 }
 

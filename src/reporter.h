@@ -14,10 +14,12 @@ struct taskq;
 struct capacity;
 struct identity;
 
-/* The reporter also keeps the worker's heartbeat (with the in-flight count from cap) and runs
- * the reaper. */
+/* The reporter also keeps the worker's heartbeat and runs the reaper. */
 struct reporter *reporter_new(const struct config *conf, struct identity *id, struct capacity *cap);
 void reporter_free(struct reporter *rp);
+struct loop;
+/* Before reporter_start: the loop whose running tasks the heartbeat counts as in flight. */
+void reporter_watch(struct reporter *rp, struct loop *loop);
 /* Where the loop hands finished tasks over; the loop closes it when it ends, and the reporter
  * thread ends once everything it got is recorded (or, with Redis away at shutdown, given up
  * after a bounded wait, with an error line per task). */

@@ -253,3 +253,36 @@ def test_ipv6_loopback_and_a_reload_that_moves_the_port(redis, start_qworker):
     q.signal(signal.SIGHUP)
     refused = q.wait_message("reload refused", 10)[0]["MESSAGE"]
     assert "metrics.listen cannot change without a restart" in refused
+
+
+def chromium(workdir, *args):
+    """Headless Chromium (Debian's), as root: no sandbox, a profile of its own."""
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                        f"--user-data-dir={os.path.join(workdir, 'chromium')}", *args],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_status_page_in_a_browser(redis, watched, workdir):
+    """GET / in a real browser: this worker, its queues, the counters and the newest dead
+    letters, a hostile task id shown as text and never run as markup."""
+    q, port = watched
+    hostile = '<img src=x onerror="document.title=1">'
+    push(redis, task("fine"), task(hostile, "nope"), "not a number")
+    q.wait_completions(3, 10)
+    wait_for(lambda: redis("LLEN", "qworker:dead") == 2, 5, "two dead letters")
+    status, ctype, _ = get(port, "/")
+    assert status == 200 and ctype == "text/html; charset=utf-8"
+    dom = chromium(workdir, "--dump-dom", f"http://127.0.0.1:{port}/")
+    inline = re.sub(r"</?(b|span|code)\b[^>]*>", "", dom)
+    text = " ".join(re.sub(r"<[^>]+>", " ", inline).split())
+    assert "<img" not in dom.split("<body>", 1)[1], "a task id became markup"
+    assert "&lt;img src=x onerror=" in dom  # shown, as text
+    assert "running; redis up; 0 running, 0 waiting, 100 free of 100; since start 1 done, " \
+           "2 failed" in text, text[:400]
+    assert "queue sleep 0 taking" in text and "other sleep 0 taking" in text, text
+    assert f" {q.pid} 0.1.0 0 " in text  # this worker: pid, version, nothing in flight
+    assert "succeeded 1" in text and "dead 2" in text
+    assert "unknown handler \"nope\"" in text and "not a plain number of seconds" in text
+    assert "2 in qworker:dead" in text
