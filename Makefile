@@ -51,10 +51,24 @@ DEB_LINT   := cppcheck clang-tidy-14
 .PHONY: all clean test unit e2e demo deps deps-test deps-demo asan tsan format install deb bench \
         fuzz lint
 
-all: $(BUILD)/qworker $(BUILD)/qworker-run $(LUA_OUT)
+all: $(BUILD)/qworker $(BUILD)/qworker-run $(BUILD)/qworkerctl $(LUA_OUT)
 
 $(BUILD)/qworker: $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The operator's command (src/ctl/), on the daemon's own configuration, Redis and script code.
+CTL_SRCS   := $(wildcard src/ctl/*.c)
+CTL_OBJS   := $(CTL_SRCS:src/ctl/%.c=$(BUILD)/ctl/%.o)
+$(BUILD)/qworkerctl: $(CTL_OBJS) $(LIB_OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/ctl/%.o: src/ctl/%.c | $(BUILD)/ctl
+	$(CC) $(WARN) $(CPPFLAGS) $(PKG_CFLAGS) -Isrc $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/ctl:
+	mkdir -p $@
+
+-include $(CTL_OBJS:.o=.d)
 
 # What qworker runs a handler through to keep it apart (src/isolate.h); a program of its own.
 $(BUILD)/qworker-run: src/run/qworker-run.c | $(BUILD)
@@ -83,10 +97,10 @@ $(BUILD) $(BUILD)/unit $(BUILD)/lua:
 # Sanitizer builds live in their own directories so that they never mix objects.
 asan:
 	$(MAKE) BUILD=build/asan CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' \
-	    LDFLAGS='-fsanitize=address,undefined' build/asan/qworker build/asan/qworker-run $(UNIT_BINS:$(BUILD)/%=build/asan/%)
+	    LDFLAGS='-fsanitize=address,undefined' build/asan/qworker build/asan/qworker-run build/asan/qworkerctl $(UNIT_BINS:$(BUILD)/%=build/asan/%)
 tsan:
 	$(MAKE) BUILD=build/tsan CFLAGS='-O1 -g -fsanitize=thread' LDFLAGS='-fsanitize=thread' \
-	    build/tsan/qworker build/tsan/qworker-run $(UNIT_BINS:$(BUILD)/%=build/tsan/%)
+	    build/tsan/qworker build/tsan/qworker-run build/tsan/qworkerctl $(UNIT_BINS:$(BUILD)/%=build/tsan/%)
 
 # Installs the Debian packages a target needs, if any is missing (needs root and apt).
 define ensure_debs
@@ -126,6 +140,7 @@ test: deps-test
 # Never overwrites an existing configuration.
 install: all
 	install -D -m 0755 $(BUILD)/qworker $(DESTDIR)$(sbindir)/qworker
+	install -D -m 0755 $(BUILD)/qworkerctl $(DESTDIR)$(sbindir)/qworkerctl
 	install -D -m 0755 $(BUILD)/qworker-run $(DESTDIR)$(libexecdir)/qworker/qworker-run
 	install -d $(DESTDIR)$(unitdir)
 	for u in qworker.service qworker@.service; do \
@@ -133,6 +148,9 @@ install: all
 	        packaging/$$u > $(DESTDIR)$(unitdir)/$$u && chmod 0644 $(DESTDIR)$(unitdir)/$$u; \
 	done
 	install -D -m 0644 packaging/man/qworker.8 $(DESTDIR)$(mandir)/man8/qworker.8
+	install -D -m 0644 packaging/man/qworkerctl.8 $(DESTDIR)$(mandir)/man8/qworkerctl.8
+	install -D -m 0644 packaging/completion/qworkerctl \
+	    $(DESTDIR)$(datadir)/bash-completion/completions/qworkerctl
 	install -D -m 0644 packaging/man/worker.conf.5 $(DESTDIR)$(mandir)/man5/worker.conf.5
 	install -D -m 0644 worker.conf.example $(DESTDIR)$(docdir)/examples/worker.conf.example
 	install -D -m 0644 README.md $(DESTDIR)$(docdir)/README.md

@@ -35,10 +35,14 @@ static const char *const sources[SCRIPT_COUNT] = {
     [SCRIPT_RECORD] =
 #include "record.lua.h"
     ,
+    [SCRIPT_DEAD_MOVE] =
+#include "dead_move.lua.h"
+    ,
 };
 
 static const char *const names[SCRIPT_COUNT] = {
-    "fetch", "claim", "beat", "reap", "release", "due", "rescue", "requeue", "record"};
+    "fetch", "claim", "beat", "reap", "release", "due", "rescue", "requeue", "record",
+    "dead_move"};
 
 const char *script_name(enum script s)
 {

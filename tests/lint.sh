@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Static analysis, as `make lint` runs it (which installs cppcheck and clang-tidy-14 first):
-#   cppcheck      src/*.c src/run/*.c tests/unit/*.c  warning, style, performance, portability
+#   cppcheck      src/*.c src/run/*.c src/ctl/*.c tests/unit/*.c  warning, style, performance, portability
 #                 (suppressions: inline `// cppcheck-suppress id` and tests/lint-cppcheck.supp)
-#   clang-tidy-14 src/*.c src/run/*.c     the checks in .clang-tidy, every warning an error
+#   clang-tidy-14 src/*.c src/run/*.c src/ctl/*.c  the checks in .clang-tidy, every warning an error
 #                 (compile commands generated in build/lint/compile_commands.json)
 # Prints each command it runs and every finding; exits 1 if any tool reports anything.
 # About 40 s of CPU, nearly all clang-tidy's static analyser (cppcheck: 1 s), spread over JOBS
@@ -32,7 +32,7 @@ fi
 read -r -a pkg_cflags <<<"$pkg_cflags"
 
 shopt -s nullglob
-srcs=(src/*.c src/run/*.c)
+srcs=(src/*.c src/run/*.c src/ctl/*.c)
 units=(tests/unit/*.c)
 shopt -u nullglob
 if [ ${#srcs[@]} -eq 0 ]; then
@@ -92,7 +92,7 @@ json_str() {
     printf '"%s"' "$s"
 }
 root=$PWD
-tidy_flags=(-std=gnu11 -D_GNU_SOURCE '-DQWORKER_VERSION="x"' "${pkg_cflags[@]}" "${gen_inc[@]}")
+tidy_flags=(-std=gnu11 -D_GNU_SOURCE '-DQWORKER_VERSION="x"' "-I$root/src" "${pkg_cflags[@]}" "${gen_inc[@]}")
 {
     echo '['
     sep=''

@@ -464,7 +464,8 @@ def test_lintian_has_no_errors_or_warnings():
     assert r.returncode == 0 and not re.search(r"^[EW]: ", r.stdout, re.M), r.stdout
 
 
-MAN_PAGES = [os.path.join(ROOT, "packaging", "man", p) for p in ("qworker.8", "worker.conf.5")]
+MAN_PAGES = [os.path.join(ROOT, "packaging", "man", p)
+             for p in ("qworker.8", "worker.conf.5", "qworkerctl.8")]
 # A font macro's arguments are split at spaces and quotes: a quote inside a word (as in
 # .B {"handler": ...}) is eaten, silently. Such a quote has a non-space on both sides.
 EATEN_QUOTE = re.compile(r'^\.(B|I|BR|RB|BI|IB|IR|RI|SM|SB)\s.*\S"\S', re.M)
