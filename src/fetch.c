@@ -1,6 +1,7 @@
 #include "fetch.h"
 
 #include <poll.h>
+#include <string.h>
 
 #include "capacity.h"
 #include "clock.h"
@@ -65,10 +66,16 @@ void fetch_taken(struct fetch_ctx *ctx)
 
 void fetch_queue_bad(struct fetch_ctx *ctx, int q, const char *why)
 {
-    rcond_begin(&ctx->queue_bad[q], LOG_ERR, why,
-                "queue %s is skipped: it cannot be read as a list; nothing in it is touched and "
-                "the other queues are served",
-                ctx->conf->queues[q].name);
+    if (strncmp(why, "PAUSED", 6) == 0)
+        rcond_begin(&ctx->queue_bad[q], LOG_NOTICE, why,
+                    "queue %s is paused (qworkerctl pause): no task is taken from it until it "
+                    "is resumed; running ones go on",
+                    ctx->conf->queues[q].name);
+    else
+        rcond_begin(&ctx->queue_bad[q], LOG_ERR, why,
+                    "queue %s is skipped: it cannot be read as a list; nothing in it is touched "
+                    "and the other queues are served",
+                    ctx->conf->queues[q].name);
 }
 
 void fetch_queue_good(struct fetch_ctx *ctx, int q)

@@ -45,7 +45,7 @@ struct waiter {
 };
 
 /* The keys before the queues, and the arguments before the ids (src/lua/fetch.lua). */
-#define FETCH_KEYS 4
+#define FETCH_KEYS 5
 #define FETCH_ARGS 4
 
 struct script_fetch {
@@ -54,6 +54,7 @@ struct script_fetch {
     char *dead_key; /* where the rescue sends what cannot go back to its queue */
     char *payloads_key; /* payloads over max_payload, kept whole, named by dead letters */
     char *stats_key;
+    char *paused_key; /* queues no worker takes from (qworkerctl pause) */
     char block[16];
 
     /* Built from ctx->conf: */
@@ -173,6 +174,7 @@ static int script_reconfigure(void *state)
     s->fetch_keys[1] = s->dead_key;
     s->fetch_keys[2] = s->payloads_key;
     s->fetch_keys[3] = s->stats_key;
+    s->fetch_keys[4] = s->paused_key;
     for (int i = 0; i < conf->nqueues; i++)
         s->fetch_keys[FETCH_KEYS + i] = conf->queues[i].name;
     snprintf(s->max_payload, sizeof(s->max_payload), "%d", conf->max_payload);
@@ -220,6 +222,10 @@ static void *script_create(struct fetch_ctx *ctx)
         s->stats_key = NULL;
         goto fail;
     }
+    if (asprintf(&s->paused_key, "%s:paused", conf->prefix) < 0) {
+        s->paused_key = NULL;
+        goto fail;
+    }
     if (script_reconfigure(s) < 0)
         goto fail;
     return s;
@@ -228,6 +234,7 @@ fail:
     free(s->dead_key);
     free(s->payloads_key);
     free(s->stats_key);
+    free(s->paused_key);
     free(s);
     return NULL;
 }
@@ -269,8 +276,12 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     fetch_taken(ctx);
     shown = f.nbad < (int)(sizeof(f.bad) / sizeof(f.bad[0])) ? f.nbad
                                                               : (int)(sizeof(f.bad) / sizeof(f.bad[0]));
-    for (int i = 0; i < shown; i++)
+    for (int i = 0; i < shown; i++) {
         fetch_queue_bad(ctx, f.bad[i].queue, f.bad[i].error);
+        /* Paused: its waiter would wake at once on a queue that is not empty, for nothing. */
+        if (strncmp(f.bad[i].error, "PAUSED", 6) == 0 && f.bad[i].queue < s->nwaiters)
+            s->waiters[f.bad[i].queue].hold_until_us = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
+    }
     for (int q = 0; q < f.examined; q++) {
         bool bad = false;
         for (int i = 0; i < shown; i++)
@@ -650,6 +661,7 @@ static void script_destroy(void *state)
     free(s->dead_key);
     free(s->payloads_key);
     free(s->stats_key);
+    free(s->paused_key);
     free(s);
 }
 

@@ -38,6 +38,7 @@ struct sample {
     const struct config *conf; /* whose queues */
     int64_t at_us;
     long long *queue_len;
+    long long *queue_paused; /* 1, 0, -1 */
     long long scheduled, dead;
 };
 
@@ -136,6 +137,7 @@ void monitor_free(struct monitor *m)
     http_free(m->http);
     rconn_close(&m->rc);
     free(m->last.queue_len);
+    free(m->last.queue_paused);
     if (m->page != NULL)
         evbuffer_free(m->page);
     if (m->stop != NULL)
@@ -170,7 +172,7 @@ static void sample(struct monitor *m, const struct config *conf)
     struct sample *s = &m->last;
     int64_t now = clock_mono_us();
     bool lost = false;
-    long long *lens;
+    long long *lens, *paused;
 
     if (s->conf == conf && now - s->at_us < SAMPLE_EVERY_US)
         return;
@@ -178,19 +180,27 @@ static void sample(struct monitor *m, const struct config *conf)
     if (lens == NULL)
         return;
     s->queue_len = lens;
+    paused = realloc(s->queue_paused, (size_t)conf->nqueues * sizeof(*paused));
+    if (paused == NULL)
+        return;
+    s->queue_paused = paused;
     s->conf = conf;
     s->at_us = now;
     for (int i = 0; i < conf->nqueues; i++)
-        lens[i] = -1;
+        lens[i] = paused[i] = -1;
     s->scheduled = s->dead = -1;
     if (rconn_try(&m->rc) < 0)
         return;
-    for (int i = 0; i < conf->nqueues; i++)
+    for (int i = 0; i < conf->nqueues; i++) {
         redisAppendCommand(m->rc.c, "LLEN %s", conf->queues[i].name);
+        redisAppendCommand(m->rc.c, "SISMEMBER %s:paused %s", conf->prefix, conf->queues[i].name);
+    }
     redisAppendCommand(m->rc.c, "ZCARD %s:schedule", conf->prefix);
     redisAppendCommand(m->rc.c, "LLEN %s:dead", conf->prefix);
-    for (int i = 0; i < conf->nqueues; i++)
+    for (int i = 0; i < conf->nqueues; i++) {
         lens[i] = integer_reply(m, &lost);
+        paused[i] = integer_reply(m, &lost);
+    }
     s->scheduled = integer_reply(m, &lost);
     s->dead = integer_reply(m, &lost);
 }
@@ -215,6 +225,18 @@ static int render_redis(struct evbuffer *out, const struct sample *s, const stru
         if (evbuffer_add_printf(out, "qworker_queue_length{queue=\"") < 0 ||
             metrics_label(out, conf->queues[i].name) < 0 ||
             evbuffer_add_printf(out, "\"} %lld\n", s->queue_len[i]) < 0)
+            return -1;
+    }
+    if (evbuffer_add_printf(out, "# HELP qworker_queue_paused 1 while the queue is paused for "
+                                 "every worker (qworkerctl pause).\n"
+                                 "# TYPE qworker_queue_paused gauge\n") < 0)
+        return -1;
+    for (int i = 0; i < conf->nqueues; i++) {
+        if (s->queue_paused[i] < 0)
+            continue;
+        if (evbuffer_add_printf(out, "qworker_queue_paused{queue=\"") < 0 ||
+            metrics_label(out, conf->queues[i].name) < 0 ||
+            evbuffer_add_printf(out, "\"} %lld\n", s->queue_paused[i]) < 0)
             return -1;
     }
     if (s->scheduled >= 0 &&
@@ -338,6 +360,7 @@ static int make_status(struct monitor *m, const struct config *conf)
 
     sample(m, conf);
     f.queue_len = m->last.conf == conf ? m->last.queue_len : NULL;
+    f.queue_paused = m->last.conf == conf ? m->last.queue_paused : NULL;
     f.dead = m->last.dead;
     f.paused = capacity_paused(&m->d->cap);
     loop_counts(m->d->loop, &f.running, &f.waiting);

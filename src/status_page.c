@@ -116,7 +116,11 @@ static int queues(struct evbuffer *out, const struct page_facts *f)
         if (evbuffer_add_printf(out, "<tr>") < 0 || cell_text(out, c->queues[i].name) < 0 ||
             cell_text(out, c->queues[i].handler->name) < 0 ||
             cell_count(out, f->queue_len ? f->queue_len[i] : -1) < 0 ||
-            evbuffer_add_printf(out, "<td>%s</td></tr>", f->paused ? "paused" : "taking") < 0)
+            evbuffer_add_printf(out, "<td>%s</td></tr>",
+                                f->queue_paused && f->queue_paused[i] == 1
+                                    ? "paused (every worker)"
+                                : f->paused ? "paused (this worker)"
+                                            : "taking") < 0)
             return -1;
     return evbuffer_add_printf(out, "</table>") < 0 ? -1 : 0;
 }

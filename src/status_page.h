@@ -18,7 +18,8 @@ struct page_facts {
     bool paused, redis_up;
     size_t running, waiting;
     long long free_slots, ok, failed;
-    const long long *queue_len; /* per queue of conf; -1: not known */
+    const long long *queue_len;    /* per queue of conf; -1: not known */
+    const long long *queue_paused; /* per queue: 1 paused for every worker, 0 not, -1 unknown */
     long long dead;             /* -1: not known */
 };
 

@@ -33,6 +33,7 @@ int ctl_status(struct ctl *c);
 int ctl_workers(struct ctl *c);
 int ctl_dead(struct ctl *c);
 int ctl_push(struct ctl *c);
+int ctl_pause(struct ctl *c, bool pause);
 
 /* A command whose reply is NULL (connection lost) or an error: says why on stderr and returns
  * the exit status for it. */

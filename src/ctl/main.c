@@ -24,6 +24,7 @@ static void usage(FILE *out)
             "  dead purge ID|--all             dropped, with their kept payloads\n"
             "  push QUEUE [--handler H] [--delay S] [--id ID] [--timeout S]\n"
             "       [--max-attempts N] -- ARG...  an envelope with these arguments\n"
+            "  pause QUEUE / resume QUEUE      no worker takes from it / they do again\n"
             "  -c, --config FILE  the worker's configuration, for Redis and the key prefix\n"
             "                     (default " DEFAULT_CONFIG ")\n"
             "  --json             JSON on one line instead of tables\n"
@@ -81,6 +82,8 @@ static int dispatch(struct ctl *c, const char *cmd)
         return ctl_dead(c);
     if (strcmp(cmd, "push") == 0)
         return ctl_push(c);
+    if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
+        return ctl_pause(c, cmd[0] == 'p');
     fprintf(stderr, "qworkerctl: unknown command '%s'\n", cmd);
     usage(stderr);
     return CTL_USAGE;

@@ -124,13 +124,21 @@ static json_t *counts(struct ctl *c, int *status)
 
     for (int i = 0; i < conf->nqueues; i++)
         redisAppendCommand(c->rc.c, "LLEN %s", conf->queues[i].name);
+    for (int i = 0; i < conf->nqueues; i++)
+        redisAppendCommand(c->rc.c, "SISMEMBER %s:paused %s", conf->prefix, conf->queues[i].name);
     redisAppendCommand(c->rc.c, "ZCARD %s:schedule", conf->prefix);
     redisAppendCommand(c->rc.c, "LLEN %s:dead", conf->prefix);
     redisAppendCommand(c->rc.c, "HGETALL %s:stats", conf->prefix);
-    for (int i = 0; i < conf->nqueues + 3; i++) {
+    for (int i = 0; i < 2 * conf->nqueues + 3; i++) {
         r = NULL;
         if (lost || redisGetReply(c->rc.c, (void **)&r) != REDIS_OK) {
             lost = true;
+            continue;
+        }
+        if (i >= conf->nqueues && i < 2 * conf->nqueues) {
+            json_object_set_new(json_array_get(queues, (size_t)(i - conf->nqueues)), "paused",
+                                json_boolean(r->type == REDIS_REPLY_INTEGER && r->integer == 1));
+            freeReplyObject(r);
             continue;
         }
         if (i < conf->nqueues) {
@@ -140,8 +148,8 @@ static json_t *counts(struct ctl *c, int *status)
                                                  ? json_integer(r->integer)
                                                  : json_null());
             json_array_append_new(queues, q);
-        } else if (i < conf->nqueues + 2) {
-            json_object_set_new(out, i == conf->nqueues ? "scheduled" : "dead",
+        } else if (i < 2 * conf->nqueues + 2) {
+            json_object_set_new(out, i == 2 * conf->nqueues ? "scheduled" : "dead",
                                 r->type == REDIS_REPLY_INTEGER ? json_integer(r->integer)
                                                                : json_null());
         } else if (r->type == REDIS_REPLY_ARRAY) {
@@ -166,9 +174,9 @@ static json_t *counts(struct ctl *c, int *status)
 
 static void print_status(json_t *s)
 {
-    static const char *const qhead[] = {"QUEUE", "HANDLER", "LENGTH"};
+    static const char *const qhead[] = {"QUEUE", "HANDLER", "LENGTH", "PAUSED"};
     static const char *const chead[] = {"COUNTER", "VALUE"};
-    struct table *t = table_new(qhead, 3);
+    struct table *t = table_new(qhead, 4);
     const char *key;
     size_t i;
     json_t *v;
@@ -176,8 +184,9 @@ static void print_status(json_t *s)
 
     json_array_foreach(json_object_get(s, "queues"), i, v)
     {
-        const char *cells[3] = {json_string_value(json_object_get(v, "name")),
-                                json_string_value(json_object_get(v, "handler")), n};
+        const char *cells[4] = {json_string_value(json_object_get(v, "name")),
+                                json_string_value(json_object_get(v, "handler")), n,
+                                json_is_true(json_object_get(v, "paused")) ? "yes" : "no"};
         num(n, sizeof(n), json_object_get(v, "length"));
         table_add(t, cells);
     }

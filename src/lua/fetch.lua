@@ -1,13 +1,14 @@
 #!lua
 -- Takes up to n tasks from the queues, highest priority first, into this worker's in-flight
 -- hash, in one step: a task is always in exactly one place.
--- KEYS: in-flight hash, dead list, dead payloads hash, stats hash, queue 1..N.
+-- KEYS: in-flight hash, dead list, dead payloads hash, stats hash, paused set, queue 1..N.
 -- ARGV: n, max_payload, max_bytes, worker, then n task ids.
 -- Returns {examined, nbad, nlarge, (queue index, error) * nbad,
 --          (queue index, ref, length) * nlarge, (queue index, payload) * got}:
 -- queue indexes count from 0; examined is how many queues it looked at (the first ones, in
 -- order); a queue that is not a list is reported and skipped, never touched, so that the others
--- are still served.
+-- are still served; so is a queue named in the paused set (qworkerctl pause), with the error
+-- 'PAUSED': every worker honours it from its next fetch on.
 -- A payload over max_payload never leaves Redis: it is kept whole in the dead payloads hash
 -- under ref (an id taken from the end of ARGV), with a dead letter naming it, and is counted
 -- dead. Encoding it into the letter (base64 for bytes that are not UTF-8) would keep Redis busy
@@ -17,8 +18,8 @@
 -- its order.
 -- Declared without flags: Redis refuses the whole call under maxmemory (OOM), before anything
 -- moved.
-local want = {'hash', 'list', 'hash', 'hash'}
-for i = 1, 4 do
+local want = {'hash', 'list', 'hash', 'hash', 'set'}
+for i = 1, 5 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= want[i] and t ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. want[i])
@@ -48,16 +49,22 @@ end
 -- copying it, so a head of huge payloads is found after copying a few of them, not a batch.
 local CHUNK = 16
 local chunk = 1
-for q = 5, #KEYS do
+local paused = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[5])) do paused[name] = true end
+for q = 6, #KEYS do
   if got + nlarge >= n or full then break end
   examined = examined + 1
   local prefix = KEYS[q] .. '\0'
   local args = {}
-  while got + nlarge < n and not full do
+  if paused[KEYS[q]] then
+    bad[#bad + 1] = q - 6
+    bad[#bad + 1] = 'PAUSED ' .. KEYS[q] .. ' is paused'
+  end
+  while got + nlarge < n and not full and not paused[KEYS[q]] do
     local want = math.min(chunk, n - got - nlarge)
     local items = redis.pcall('RPOP', KEYS[q], want)
     if type(items) == 'table' and items.err then
-      bad[#bad + 1] = q - 5
+      bad[#bad + 1] = q - 6
       bad[#bad + 1] = items.err
       break
     end
@@ -72,14 +79,14 @@ for q = 5, #KEYS do
       end
       bytes = bytes + #p -- a payload too large costs Redis its copy too
       if #p > max_payload then
-        large[#large + 1] = q - 5
+        large[#large + 1] = q - 6
         large[#large + 1] = dead_letter(KEYS[q], p)
         large[#large + 1] = #p
       else
         got = got + 1
         args[#args + 1] = ARGV[4 + got]
         args[#args + 1] = prefix .. p
-        out[#out + 1] = q - 5
+        out[#out + 1] = q - 6
         out[#out + 1] = p
         -- One HSET per 1,000 tasks, not per task: a third less of Redis's time; unpack() stays
         -- far below Lua's C stack limit.

@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import threading
+import time
 
 import pytest
 
-from harness import QWORKER, push, push_many, stats, wait_for, write_config
+from harness import (QWORKER, SLOW, push, push_many, sleep_tasks, stats, task_ids, wait_all_ran,
+                     wait_for, write_config)
 
 QWORKERCTL = os.path.join(os.path.dirname(QWORKER), "qworkerctl")
 
@@ -45,8 +47,8 @@ def test_status_and_workers_show_the_fleet(redis, fleet):
     wait_for(lambda: stats(redis).get("succeeded") == 1, 5, "the good task recorded")
     rc, s, err = ctl(conf, "status", json_out=True)
     assert rc == 0, err
-    assert s["queues"] == [{"name": "queue", "handler": "sleep", "length": 0},
-                           {"name": "other", "handler": "sleep", "length": 0}]
+    assert s["queues"] == [{"name": "queue", "handler": "sleep", "length": 0, "paused": False},
+                           {"name": "other", "handler": "sleep", "length": 0, "paused": False}]
     assert s["dead"] == 1 and s["scheduled"] == 0
     assert s["stats"]["succeeded"] == 1 and s["stats"]["dead"] == 1
     workers = {w["id"]: w for w in s["workers"]}
@@ -55,7 +57,7 @@ def test_status_and_workers_show_the_fleet(redis, fleet):
     assert "token" not in workers["a"]
     assert 0 <= workers["a"]["heartbeat_age_ms"] <= 15000
     rc, text, _ = ctl(conf, "status")
-    assert rc == 0 and "QUEUE  HANDLER  LENGTH" in text and "scheduled 0, dead 1" in text
+    assert rc == 0 and "QUEUE  HANDLER  LENGTH  PAUSED" in text and "scheduled 0, dead 1" in text
     rc, ws, _ = ctl(conf, "workers", json_out=True)
     assert rc == 0 and sorted(w["id"] for w in ws) == ["a", "b"]
 
@@ -152,3 +154,35 @@ def test_exit_statuses(redis, fleet, workdir):
     away = write_config(os.path.join(workdir, "away.conf"), 1)  # nothing listens on port 1
     rc, _, err = ctl(away, "status")
     assert rc == 69 and "unreachable" in err
+
+
+def test_pause_holds_every_worker_at_once_and_resume_lets_them_go(redis, fleet):
+    """Two running workers: from the pause on, neither takes from the queue (tasks pushed stay
+    in Redis), the task already running ends normally, the other queue is still served; after
+    resume both take again within about a second."""
+    a, b, conf = fleet
+    push(redis, json.dumps({"id": "long", "handler": "sleep", "args": 1}))
+    wait_for(lambda: redis("LLEN", "queue") == 0, 5, "the long task to be taken")
+    rc, out, err = ctl(conf, "pause", "queue", json_out=True)
+    assert rc == 0 and out == {"queue": "queue", "paused": True, "changed": True}, err
+    ids = task_ids("held", 20)
+    push(redis, *sleep_tasks(ids))
+    push(redis, json.dumps({"id": "other-1", "handler": "sleep", "args": 0}), queue="other")
+    wait_for(lambda: any(e["QWORKER_TASK_ID"] == "other-1" for q in (a, b)
+                         for e in q.completions("ok")), 5, "the other queue to be served")
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # the pause itself is what is tested
+        assert redis("LLEN", "queue") == 20, "a worker took from a paused queue"
+        time.sleep(0.05)
+    wait_for(lambda: any(e["QWORKER_TASK_ID"] == "long" for q in (a, b)
+                         for e in q.completions("ok")), 5, "the running task to end normally")
+    assert redis("LLEN", "queue") == 20
+    rc, s, _ = ctl(conf, "status", json_out=True)
+    assert [q["paused"] for q in s["queues"]] == [True, False]
+    said = [m for q in (a, b) for m in q.messages() if "queue queue is paused" in m]
+    assert said, "no worker said it saw the pause"
+    assert ctl(conf, "pause", "queue", json_out=True)[1]["changed"] is False
+    t0 = time.monotonic()
+    assert ctl(conf, "resume", "queue")[0] == 0
+    wait_all_ran([a, b], ids, 5)
+    assert time.monotonic() - t0 < 1.0 + 2.0 * SLOW

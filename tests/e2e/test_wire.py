@@ -56,7 +56,7 @@ def test_due_sends_a_member_it_cannot_read_to_the_dead_list(redis):
 
 
 FETCH_KEYS = ["qworker:inflight:w", "qworker:dead", "qworker:dead:payloads", "qworker:stats",
-              "bad", "queue"]
+              "qworker:paused", "bad", "queue"]
 
 
 def fetch_args(n, max_payload=1 << 20, max_bytes=8 << 20):
@@ -73,13 +73,24 @@ def test_fetch_skips_a_queue_of_the_wrong_type_and_serves_the_next(redis):
     assert redis("GET", "bad") == b"x"
 
 
-@pytest.mark.parametrize("key", FETCH_KEYS[:4])
+@pytest.mark.parametrize("key", FETCH_KEYS[:5])
 def test_fetch_refuses_whole_when_a_key_it_writes_is_the_wrong_type(redis, key):
     redis("SET", key, "x")
     redis("LPUSH", "queue", "a", "b" * 100)
     with pytest.raises(RuntimeError, match=f"WRONGTYPE {key}"):
         run(redis, "fetch", FETCH_KEYS, fetch_args(2, max_payload=10))
     assert redis("LRANGE", "queue", 0, -1) == [b"b" * 100, b"a"]
+
+
+def test_fetch_skips_a_paused_queue_untouched_and_says_so(redis):
+    redis("LPUSH", "bad", "p1")  # a list this time: the first queue, paused
+    redis("LPUSH", "queue", "a")
+    redis("SADD", "qworker:paused", "bad")
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(3))
+    assert got[:5] == [2, 1, 0, 0, b"PAUSED bad is paused"] and got[5:] == [1, b"a"]
+    assert redis("LRANGE", "bad", 0, -1) == [b"p1"]
+    redis("SREM", "qworker:paused", "bad")
+    assert run(redis, "fetch", FETCH_KEYS, fetch_args(3))[3:] == [0, b"p1"]
 
 
 def test_fetch_is_refused_whole_at_maxmemory(redis):

@@ -25,6 +25,7 @@ SERVED = {
     "qworker_tasks_waiting": "gauge",
     "qworker_concurrency": "gauge",
     "qworker_queue_length": "gauge",
+    "qworker_queue_paused": "gauge",
     "qworker_scheduled_tasks": "gauge",
     "qworker_dead_tasks": "gauge",
     "qworker_redis_up": "gauge",
