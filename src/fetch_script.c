@@ -448,7 +448,9 @@ static void waiter_read(struct script_fetch *s, struct waiter *w)
                 }
                 if (cls != RC_OK)
                     waiter_refused(s, w, r, cls); /* the fetch behind it still ran */
-                else if (r->type != REDIS_REPLY_NIL)
+                else if (r->type != REDIS_REPLY_NIL && !w->fetching)
+                    /* With a fetch behind it, its reply says (a paused queue wakes this BLMOVE
+                     * and is still paused). */
                     fetch_queue_good(s->ctx, w->q);
             } else if (w->fetching && !waiter_fetched(s, w, r)) {
                 freeReplyObject(r);

@@ -43,6 +43,7 @@ struct exec_run {
     const struct handler_conf *h;
     pid_t pid;
     int pidfd;
+    int control; /* qworker-run's orders (task_user): 'T', 'K'; -1: signal the group itself */
     struct event *exited;
     struct event *deadline;
     struct stream out, err;
@@ -172,10 +173,25 @@ static void free_run(struct exec_run *r)
         event_free(r->deadline);
     if (r->pidfd >= 0)
         close(r->pidfd);
+    if (r->control >= 0)
+        close(r->control); /* qworker-run kills what is left of the group, if anything */
     free(r->out.line);
     free(r->err.line);
     r->task->run = NULL;
     free(r);
+}
+
+/* Signals the handler's whole group: itself, or, when it runs as another user, through
+ * qworker-run, which may (qworker may not, without CAP_KILL). */
+static void group_signal(struct exec_run *r, int sig)
+{
+    char order = sig == SIGKILL ? 'K' : 'T';
+
+    if (r->control < 0)
+        kill(-r->pid, sig);
+    else if (write(r->control, &order, 1) < 0 && errno != EPIPE && errno != EAGAIN)
+        log_warn("task %s: cannot ask qworker-run to signal it: %s", r->task->label,
+                 strerror(errno));
 }
 
 static void on_child_exit(evutil_socket_t fd, short what, void *arg)
@@ -193,8 +209,10 @@ static void on_child_exit(evutil_socket_t fd, short what, void *arg)
     if (waitid(P_PID, (id_t)r->pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0)
         return; /* not yet: the pidfd fires once it has exited */
     /* Whatever it left running in its group goes now, so that no task outlives its completion;
-     * before the reaping, while the group's id cannot have been taken by another process. */
-    kill(-r->pid, SIGKILL);
+     * before the reaping, while the group's id cannot have been taken by another process.
+     * (qworker-run, when it supervises, did so before it ended.) */
+    if (r->control < 0)
+        kill(-r->pid, SIGKILL);
     waitpid(r->pid, &status, 0);
     /* What the child wrote last is still in the pipes. */
     stream_read(&r->out);
@@ -228,11 +246,11 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     r->timed_out = true;
     if (r->killing) {
-        kill(-r->pid, SIGKILL);
+        group_signal(r, SIGKILL);
         return;
     }
     r->killing = true;
-    kill(-r->pid, SIGTERM);
+    group_signal(r, SIGTERM);
     grace.tv_sec = (time_t)r->h->kill_grace;
     grace.tv_usec = (suseconds_t)((r->h->kill_grace - (double)grace.tv_sec) * 1e6);
     evtimer_add(r->deadline, &grace);
@@ -310,7 +328,7 @@ static int prepare_stdin(struct exec_run *r)
     return 0;
 }
 
-static int spawn(struct exec_run *r, int in[2], int out[2], int err[2])
+static int spawn(struct exec_run *r, int in[2], int out[2], int err[2], int control)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -327,8 +345,11 @@ static int spawn(struct exec_run *r, int in[2], int out[2], int err[2])
             posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_adddup2(&fa, out[1], 1);
         posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-        /* hiredis sockets are not close-on-exec: no descriptor but 0-2 reaches the child. */
-        posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+        /* hiredis sockets are not close-on-exec: no descriptor but 0-2 (and qworker-run's
+         * orders) reaches the child. */
+        if (control >= 0)
+            posix_spawn_file_actions_adddup2(&fa, control, ISOLATE_CONTROL_FD);
+        posix_spawn_file_actions_addclosefrom_np(&fa, control >= 0 ? ISOLATE_CONTROL_FD + 1 : 3);
         posix_spawn_file_actions_addchdir_np(&fa, r->h->cwd);
         posix_spawnattr_init(&attr);
         sigemptyset(&none);
@@ -374,7 +395,7 @@ static int exec_start(struct loop *loop, struct task *t)
 {
     const struct handler_conf *h = t->handler;
     struct exec_run *r = calloc(1, sizeof(*r));
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rc;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, control[2] = {-1, -1}, rc;
     double timeout = t->timeout > 0 ? t->timeout : h->timeout;
     struct timeval tv;
 
@@ -386,7 +407,7 @@ static int exec_start(struct loop *loop, struct task *t)
     r->task = t;
     r->loop = loop;
     r->h = h;
-    r->pidfd = r->in_fd = r->out.fd = r->err.fd = -1;
+    r->pidfd = r->in_fd = r->out.fd = r->err.fd = r->control = -1;
     t->run = r;
     if (isolate_needed(h) && !isolate_ready()) {
         task_set_reason(t, "handler %s must be kept apart (task_user, or no network) and "
@@ -395,11 +416,12 @@ static int exec_start(struct loop *loop, struct task *t)
         return -1;
     }
     if ((h->args_stdin && (prepare_stdin(r) < 0 || pipe2(in, O_CLOEXEC) < 0)) ||
-        pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+        pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
+        (h->task_uid > 0 && pipe2(control, O_CLOEXEC) < 0)) {
         task_set_reason(t, "cannot make pipes: %s", strerror(errno));
         goto fail;
     }
-    rc = spawn(r, in, out, err);
+    rc = spawn(r, in, out, err, control[0]);
     if (rc != 0) {
         task_set_reason(t, "cannot run %s: %s", h->argv[0], strerror(rc));
         goto fail;
@@ -407,6 +429,12 @@ static int exec_start(struct loop *loop, struct task *t)
     close(out[1]);
     close(err[1]);
     out[1] = err[1] = -1;
+    if (control[0] >= 0) {
+        close(control[0]);
+        r->control = control[1];
+        fcntl(r->control, F_SETFL, O_NONBLOCK);
+        control[0] = control[1] = -1;
+    }
     if (in[0] >= 0)
         close(in[0]);
     in[0] = -1;
@@ -419,7 +447,7 @@ static int exec_start(struct loop *loop, struct task *t)
     if (r->pidfd < 0 || setup_stream(r, &r->out, "stdout", r->out.fd) < 0 ||
         setup_stream(r, &r->err, "stderr", r->err.fd) < 0) {
         task_set_reason(t, "cannot watch the child: %s", strerror(errno));
-        kill(-r->pid, SIGKILL);
+        group_signal(r, SIGKILL);
         waitpid(r->pid, NULL, 0);
         goto fail;
     }
@@ -440,6 +468,7 @@ fail:
     close_pair(in);
     close_pair(out);
     close_pair(err);
+    close_pair(control);
     free_run(r);
     return -1;
 }
@@ -452,7 +481,7 @@ static void exec_cancel(struct loop *loop, struct task *t)
     if (r == NULL)
         return;
     /* Shutdown: the task goes back to its queue, so stop it now and reap it at once. */
-    kill(-r->pid, SIGKILL);
+    group_signal(r, SIGKILL);
     waitpid(r->pid, NULL, 0);
     free_run(r);
 }

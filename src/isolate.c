@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <seccomp.h>
@@ -46,6 +47,18 @@ static int find_run(bool needed)
             "kept apart (task_user, or no network) cannot run",
             self, self);
     return -1;
+}
+
+static void drop_capabilities(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct held[_LINUX_CAPABILITY_U32S_3], none[_LINUX_CAPABILITY_U32S_3];
+
+    memset(none, 0, sizeof(none));
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (syscall(SYS_capget, &hdr, held) == 0 && memcmp(held, none, sizeof(none)) != 0 &&
+        syscall(SYS_capset, &hdr, none) < 0)
+        log_warn("cannot drop the capabilities it has no use for: %s", strerror(errno));
 }
 
 static bool can_switch_user(void)
@@ -116,8 +129,10 @@ int isolate_init(const struct config *conf)
     if (find_run(needed) < 0)
         return -1;
     if (conf->task_uid <= 0) {
-        /* No use for any capability: none may pass to a handler through execve. */
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        /* No use for any capability (the unit grants CAP_SETUID and CAP_SETGID for task_user):
+         * none may pass to a handler, and a qworker taken over by a payload must not hold them. */
+        if (geteuid() != 0)
+            drop_capabilities();
         return 0;
     }
     if ((long)getuid() == conf->task_uid) {
@@ -148,6 +163,8 @@ int isolate_argv(const struct handler_conf *h, char *argv[], char ids[2][24])
         argv[n++] = ids[0];
         argv[n++] = "--gid";
         argv[n++] = ids[1];
+        argv[n++] = "--control"; /* qworker may not signal another user: it asks qworker-run */
+        argv[n++] = ISOLATE_CONTROL_FD_TEXT;
     }
     if (!h->network)
         argv[n++] = "--no-network";

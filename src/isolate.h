@@ -10,7 +10,7 @@
 #include "config.h"
 
 /* What qworker-run's part of a command line may take, for the kernel's argument limit. */
-#define ISOLATE_ARGS 8
+#define ISOLATE_ARGS 10
 #define ISOLATE_ARG_BYTES 4224 /* PATH_MAX for its path, and short options and ids */
 
 /* Once at start, before any thread: finds qworker-run, checks that qworker may switch to
@@ -18,6 +18,11 @@
  * payload could become no one else), or drops the capabilities it has no use for. Logs why and
  * returns -1 when handlers could not be kept apart as configured. */
 int isolate_init(const struct config *conf);
+
+/* With task_user, qworker-run reads qworker's orders (signal the handler's group) on this
+ * descriptor, a pipe; see src/run/qworker-run.c. */
+#define ISOLATE_CONTROL_FD 3
+#define ISOLATE_CONTROL_FD_TEXT "3"
 
 /* Whether spawning h goes through qworker-run, and whether it was found at start. */
 bool isolate_needed(const struct handler_conf *h);

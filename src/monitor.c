@@ -215,6 +215,8 @@ static int gauge(struct evbuffer *out, const char *name, const char *help, long 
 
 static int render_redis(struct evbuffer *out, const struct sample *s, const struct config *conf)
 {
+    if (s->conf != conf)
+        return 0;
     if (evbuffer_add_printf(out, "# HELP qworker_queue_length Tasks waiting in each queue "
                                  "(LLEN, sampled at most once a second).\n"
                                  "# TYPE qworker_queue_length gauge\n") < 0)
@@ -307,6 +309,8 @@ static int page_metrics(void *arg, struct evbuffer *body, const char **type)
 
     *type = "text/plain; version=0.0.4; charset=utf-8";
     sample(m, conf);
+    if (m->last.conf != conf) /* out of memory for the new queues: nothing of the old ones */
+        m->last.conf = NULL;
     loop_counts(m->d->loop, &running, &waiting);
     if (evbuffer_add_printf(body, "# HELP qworker_build_info The version running.\n"
                                           "# TYPE qworker_build_info gauge\n"

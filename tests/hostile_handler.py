@@ -1,6 +1,6 @@
 """A hostile exec handler (issue 10), for tests/e2e/test_isolation.py and
-tests/systemd/test_service.py: it tries to stop, pause and kill qworker (its parent: qworker-run
-becomes the handler in place), to read files qworker holds, and to reach Redis, then prints what
+tests/systemd/test_service.py: it tries to stop, pause and kill qworker (its parent, or its
+grandparent behind qworker-run), to read files qworker holds, and to reach Redis, then prints what
 happened as one JSON line, which qworker logs as the task's output. The tests pass its text with
 `python3 -c`, so that it needs no path the task's user could not read.
 
@@ -13,7 +13,29 @@ import socket
 import sys
 
 port = int(sys.argv[1])
-parent = os.getppid()
+
+
+def qworker_pid():
+    """qworker, which the handler's parent is, or its grandparent when qworker-run stays as the
+    handler's supervisor (with task_user): what a hostile handler would find from /proc, or,
+    where /proc hides it (ProtectProc=), from a file the test wrote (target-file=PATH: a pid is
+    easy to guess)."""
+    for arg in sys.argv[2:]:
+        if arg.startswith("target-file="):
+            with open(arg.split("=", 1)[1]) as f:
+                return int(f.read())
+    pid = os.getppid()
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() == "qworker-run":
+                with open(f"/proc/{pid}/stat") as g:
+                    return int(g.read().rsplit(") ", 1)[1].split()[1])
+    except OSError:
+        pass
+    return pid
+
+
+parent = qworker_pid()
 with open("/proc/self/status") as status:
     fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
 found = {"parent": parent, "uid": list(os.getresuid()), "gid": list(os.getresgid()),
@@ -47,7 +69,7 @@ for arg in sys.argv[2:]:
             if sig == "SIGSTOP" and found[sig] == "done":
                 os.kill(parent, signal.SIGCONT)  # so that this line is still read and logged
         attempt("SIGTERM_group", lambda: os.kill(-os.getpgid(parent), signal.SIGTERM))
-    elif "=" in arg:
+    elif "=" in arg and not arg.startswith("target-file="):
         name, path = arg.split("=", 1)
         attempt(name, lambda: read(path))
 attempt("memory", lambda: read(f"/proc/{parent}/environ"))

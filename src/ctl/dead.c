@@ -153,28 +153,43 @@ static int scan(struct ctl *c, const char *id, visit fn, void *arg, struct walk 
     }
 }
 
-/* Every letter, oldest first (so that retried ones keep their order in the queue), taking the
- * oldest chunk again until a pass moves nothing: what another operator moved meanwhile is
- * simply not there any more. */
+/* Every letter there was at the start, oldest first (so that retried ones keep their order in
+ * the queue), taking the oldest chunk again after each pass: what moved (here, or by another
+ * operator) is simply not there any more, and the letters left in place (said why) are stepped
+ * over. Bounded by the length at the start: retried tasks that die again, or new letters, wait
+ * for the next run. */
 static int drain(struct ctl *c, visit fn, void *arg, struct walk *w)
 {
-    for (;;) {
-        redisReply *r = chunk(c, -CHUNK, -1);
-        int before = w->moved;
+    redisReply *len = ctl_command(c, "LLEN %s:dead", c->conf->prefix);
+    long long left;
+
+    if (len == NULL || len->type != REDIS_REPLY_INTEGER) {
+        ctl_redis_failed(c, "LLEN", len);
+        freeReplyObject(len);
+        return -1;
+    }
+    left = len->integer;
+    freeReplyObject(len);
+    while (left > 0) {
+        long skip = w->failed;
+        redisReply *r = chunk(c, -(CHUNK + skip), -(1 + skip));
+        int before = w->moved + w->failed;
 
         if (r == NULL)
             return -1;
-        for (size_t k = r->elements; k-- > 0 && c->rc.c != NULL;)
+        for (size_t k = r->elements; k-- > 0 && c->rc.c != NULL && left > 0;)
             if (r->element[k]->type == REDIS_REPLY_STRING) {
                 w->matched++;
+                left--;
                 visit_one(c, r->element[k], fn, arg, w);
             }
         freeReplyObject(r);
         if (c->rc.c == NULL)
             return -1;
-        if (w->moved == before)
-            return 0;
+        if (w->moved + w->failed == before)
+            return 0; /* nothing more there (others moved the rest) */
     }
+    return 0;
 }
 
 static int collect(struct ctl *c, const redisReply *raw, json_t *l, void *arg)
@@ -316,8 +331,8 @@ static int retry_or_purge(struct ctl *c, bool retry)
                 retry ? " [--queue Q]" : "");
         return CTL_USAGE;
     }
-    if ((all ? drain(c, move, &m, &w) : scan(c, target, move, &m, &w)) < 0 && c->rc.c == NULL)
-        return CTL_UNAVAILABLE;
+    if ((all ? drain(c, move, &m, &w) : scan(c, target, move, &m, &w)) < 0)
+        return c->rc.c == NULL ? CTL_UNAVAILABLE : CTL_FAILED;
     if (c->json) {
         json_print(json_pack("{s:i, s:i}", retry ? "retried" : "purged", w.moved, "failed",
                              w.failed));

@@ -16,6 +16,8 @@ int ctl_pause(struct ctl *c, bool pause)
         fprintf(stderr, "qworkerctl: %s QUEUE\n", cmd);
         return CTL_USAGE;
     }
+    if (config_queue(c->conf, c->argv[0], strlen(c->argv[0])) == NULL)
+        print_safe(stderr, "qworkerctl: note: not a queue of this configuration: ", c->argv[0]);
     r = ctl_command(c, pause ? "SADD %s:paused %s" : "SREM %s:paused %s", c->conf->prefix,
                     c->argv[0]);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {

@@ -1,11 +1,18 @@
 /* qworker-run: the step between qworker and a handler that is kept apart from it.
  *
- *   qworker-run [--uid UID --gid GID] [--no-network] -- PROGRAM [ARG]...
+ *   qworker-run [--uid UID --gid GID --control FD] [--no-network] -- PROGRAM [ARG]...
  *
  * qworker spawns it in the handler's place (same pipes, directory, environment and process
  * group); it takes the task's identity and limits and then becomes PROGRAM by execv, so the
  * handler's parent is still qworker and its exit status is the handler's own. On any failure it
  * says why on stderr (the task's output) and exits 127 without running anything.
+ *
+ * With another user qworker may not signal the handler (only the same user, or CAP_KILL, may),
+ * so with --uid it stays, as that user, the handler's supervisor: it runs PROGRAM in a process
+ * group of its own and signals that group when qworker writes to FD ('T': SIGTERM, 'K':
+ * SIGKILL) or closes it (SIGKILL: qworker gave up on the task, or is gone); once PROGRAM ends,
+ * whatever it left in its group is killed, and it ends the same way (the same status, or the
+ * same signal).
  *
  * Nothing done here can be undone by the handler: without CAP_SETUID it cannot take another
  * identity back, no_new_privs keeps set-user-ID programs and file capabilities from giving it
@@ -14,6 +21,8 @@
  * A program of its own, not code in the daemon: it runs single-threaded after posix_spawn, with
  * none of qworker's state, and stays small enough to read in one sitting. */
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <stdio.h>
@@ -22,11 +31,14 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <seccomp.h>
 
 #define EXIT_CANNOT 127
+#define USAGE                                                                                   \
+    "usage: qworker-run [--uid UID --gid GID --control FD] [--no-network] -- PROGRAM [ARG]..."
 
 static _Noreturn void die(const char *what, int err)
 {
@@ -92,9 +104,13 @@ static void drop_capabilities(void)
  * checks (x32 calls on x86-64 included) that a hand-written filter tends to miss. */
 static void forbid_network(void)
 {
-    /* Spelled out: clang finds a field missing in libseccomp's SCMP_A0() macro. */
-    const struct scmp_arg_cmp inet = {.arg = 0, .op = SCMP_CMP_EQ, .datum_a = AF_INET},
-                              inet6 = {.arg = 0, .op = SCMP_CMP_EQ, .datum_a = AF_INET6};
+    /* The kernel reads the family as an int: compared on the low 32 bits only, or a family
+     * with high bits set (0x100000002) would pass the filter and still open an AF_INET socket.
+     * Spelled out: clang finds a field missing in libseccomp's SCMP_A0() macro. */
+    const struct scmp_arg_cmp inet = {.arg = 0, .op = SCMP_CMP_MASKED_EQ, .datum_a = 0xffffffff,
+                                      .datum_b = AF_INET},
+                              inet6 = {.arg = 0, .op = SCMP_CMP_MASKED_EQ,
+                                       .datum_a = 0xffffffff, .datum_b = AF_INET6};
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     int rc;
 
@@ -112,9 +128,85 @@ static void forbid_network(void)
         die("cannot load the network filter", -rc);
 }
 
+static int pidfd_of(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Ends as the handler did: its exit status, or its signal (a signal qworker's timeout sent is
+ * reported as such, as when it signals a handler itself). */
+static _Noreturn void end_like(int status)
+{
+    if (WIFSIGNALED(status)) {
+        signal(WTERMSIG(status), SIG_DFL);
+        raise(WTERMSIG(status));
+    }
+    exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_CANNOT);
+}
+
+/* qworker's orders on control, until the handler (child, leader of its own group) ends. */
+static _Noreturn void supervise(pid_t child, int control)
+{
+    struct pollfd fds[2] = {{.fd = pidfd_of(child), .events = POLLIN},
+                            {.fd = control, .events = POLLIN}};
+    int status = 0;
+
+    if (fds[0].fd < 0) {
+        kill(-child, SIGKILL);
+        waitpid(child, &status, 0);
+        die("cannot watch the handler", errno);
+    }
+    for (;;) {
+        char order[16];
+        ssize_t n;
+
+        if (poll(fds, fds[1].fd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+            break;
+        if (fds[0].revents != 0)
+            break;
+        if (fds[1].fd < 0 || fds[1].revents == 0)
+            continue;
+        n = read(control, order, sizeof(order));
+        if (n > 0) {
+            for (ssize_t k = 0; k < n; k++)
+                kill(-child, order[k] == 'T' ? SIGTERM : SIGKILL);
+        } else if (n == 0 || errno != EINTR) {
+            kill(-child, SIGKILL); /* qworker closed it: the task is over for it */
+            close(control);
+            fds[1].fd = -1;
+        }
+    }
+    waitpid(child, &status, 0);
+    kill(-child, SIGKILL); /* what it left behind: no task outlives its completion */
+    end_like(status);
+}
+
+/* Runs PROGRAM as a child, in a group of its own, and supervises it. */
+static _Noreturn void run_supervised(char **argv, int control)
+{
+    pid_t supervisor = getpid(), child = fork();
+
+    if (child < 0)
+        die("cannot start the handler", errno);
+    if (child == 0) {
+        /* The handler may kill its supervisor (they share a user): then it goes too, unless it
+         * undid this first, and qworker's unit stops what is left when qworker stops. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (getppid() != supervisor)
+            _exit(EXIT_CANNOT);
+        setpgid(0, 0);
+        close(control);
+        execv(argv[0], argv);
+        fprintf(stderr, "qworker-run: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(EXIT_CANNOT);
+    }
+    setpgid(child, child); /* whichever of the two runs first */
+    supervise(child, control);
+}
+
 int main(int argc, char **argv)
 {
-    long uid = -1, gid = -1;
+    long uid = -1, gid = -1, control = -1;
     int network = 1, i;
 
     for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
@@ -122,13 +214,15 @@ int main(int argc, char **argv)
             uid = parse_id(argv[++i], "--uid");
         else if (strcmp(argv[i], "--gid") == 0 && i + 1 < argc)
             gid = parse_id(argv[++i], "--gid");
+        else if (strcmp(argv[i], "--control") == 0 && i + 1 < argc)
+            control = parse_id(argv[++i], "--control");
         else if (strcmp(argv[i], "--no-network") == 0)
             network = 0;
         else
-            die("usage: qworker-run [--uid UID --gid GID] [--no-network] -- PROGRAM [ARG]...", 0);
+            die(USAGE, 0);
     }
-    if (i + 1 >= argc || (uid < 0) != (gid < 0))
-        die("usage: qworker-run [--uid UID --gid GID] [--no-network] -- PROGRAM [ARG]...", 0);
+    if (i + 1 >= argc || (uid < 0) != (gid < 0) || (control >= 0) != (uid >= 0))
+        die(USAGE, 0);
     if (uid == 0 || gid == 0)
         die("will not run a task as root or in its group", 0);
     /* Without a user to take, qworker runs the handler as itself, capabilities and all (qworker
@@ -142,6 +236,8 @@ int main(int argc, char **argv)
         die("cannot set no_new_privs", errno);
     if (!network)
         forbid_network();
+    if (control >= 0)
+        run_supervised(argv + i + 1, (int)control);
     execv(argv[i + 1], argv + i + 1);
     fprintf(stderr, "qworker-run: cannot run %s: %s\n", argv[i + 1], strerror(errno));
     return EXIT_CANNOT;

@@ -11,10 +11,12 @@ import json
 import os
 import pwd
 import signal
+import subprocess
+import time
 
 import pytest
 
-from harness import ROOT, RedisServer, push, wait_for
+from harness import QWORKER, ROOT, SLOW, Journald, RedisServer, push, wait_for, write_config
 
 PY = "/usr/bin/python3"
 NOBODY = pwd.getpwnam("nobody")
@@ -137,3 +139,72 @@ def test_task_user_change_needs_a_restart(guarded):
     assert "worker.task_user cannot change without a restart" in refused[0]["MESSAGE"]
     push(redis, task("still-nobody"))
     assert probe_result(q, "still-nobody")["uid"] == [NOBODY.pw_uid] * 3
+
+
+@pytest.fixture
+def as_a_unit(redis, workdir, journald):
+    """qworker as the packaged unit runs it, without systemd: a user of its own (daemon) holding
+    only CAP_SETUID and CAP_SETGID, as ambient capabilities, handlers as nobody. Such a qworker
+    may not signal its handlers itself (the kernel wants the same user, or CAP_KILL)."""
+    home = os.path.join(workdir, "unit")
+    os.mkdir(home)
+    os.chmod(workdir, 0o755)
+    os.chmod(home, 0o755)
+    conf = write_config(os.path.join(home, "qworker.conf"), redis.port,
+                        worker={"task_user": "nobody", "shutdown_timeout": 0.5},
+                        handlers=[{"name": "hang", "type": "exec", "timeout": 60, "kill_grace": 0.5,
+                                   "max_attempts": 1,
+                                   "command": ["/bin/sh", "-c", "sleep 60 & echo $$ $!; wait"]}],
+                        queues=[{"name": "queue", "handler": "hang"}])
+    os.chmod(conf, 0o644)  # no password in it
+    stderr = open(os.path.join(workdir, "unit.stderr"), "wb")
+    started = time.time_ns() // 1000
+    proc = subprocess.Popen(["setpriv", "--reuid=1", "--regid=1", "--clear-groups",
+                             "--inh-caps=+setuid,+setgid", "--ambient-caps=+setuid,+setgid",
+                             QWORKER, "-c", conf], stdout=stderr, stderr=stderr)
+    try:
+        wait_for(lambda: [e for e in Journald.entries(proc.pid, started)
+                          if "ready" in e.get("MESSAGE", "")], 10, "qworker to be ready")
+        yield proc, started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr.close()
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def handler_pids(pid, started, task_id):
+    def found():
+        for e in Journald.entries(pid, started, QWORKER_STREAM="stdout", QWORKER_TASK_ID=task_id):
+            return [int(p) for p in e["MESSAGE"].split(" stdout: ", 1)[1].split()]
+        return None
+    return wait_for(found, 10, f"the pids of task {task_id}")
+
+
+def test_a_handler_of_another_user_is_still_stopped_at_its_timeout(redis, as_a_unit):
+    proc, started = as_a_unit
+    push(redis, json.dumps({"id": "slow", "handler": "hang", "args": [], "timeout": 1}))
+    shell, sleeper = handler_pids(proc.pid, started, "slow")
+    wait_for(lambda: not alive(shell) and not alive(sleeper), 5, "the handler and its child gone")
+    done = wait_for(lambda: [e for e in Journald.entries(proc.pid, started)
+                             if e.get("QWORKER_TASK_ID") == "slow" and "QWORKER_OUTCOME" in e],
+                    5, "the completion")
+    assert done[0]["QWORKER_OUTCOME"] == "timeout", done[0]["MESSAGE"]
+
+
+def test_a_handler_of_another_user_is_stopped_at_shutdown(redis, as_a_unit):
+    proc, started = as_a_unit
+    push(redis, json.dumps({"id": "cut", "handler": "hang", "args": []}))
+    shell, sleeper = handler_pids(proc.pid, started, "cut")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10 * SLOW) == 0
+    assert not alive(shell) and not alive(sleeper)
+    assert redis("LLEN", "queue") == 1  # back in its queue

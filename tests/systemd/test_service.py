@@ -361,10 +361,12 @@ worker = {{ shutdown_timeout = 2; heartbeat_ttl = 3; task_user = "qworker-task";
 queues = ( {{ name = "queue"; handler = "probe"; }}, {{ name = "sleep"; handler = "sleep"; }} );
 handlers = ( {{ name = "probe"; type = "exec"; max_attempts = 1;
                command = ["/usr/bin/python3", "/usr/local/lib/qworker-probe.py", "{AUTH_PORT}",
-                          "signals", {files}]; }} );
+                          "target-file=/run/qworker-test-target", "signals", {files}]; }} );
 ''')
         run("systemctl", "start", "qworker", timeout=30)
         main_pid = int(prop("MainPID"))
+        # ProtectProc= hides qworker from its handlers; an attacker could still guess its pid.
+        run("sh", "-c", "umask 022 && echo $1 > /run/qworker-test-target", "sh", str(main_pid))
         t0 = now_usec()
         authed("LPUSH", "queue", json.dumps({"id": "probe-1", "handler": "probe"}))
         done = wait_for(lambda: completions(t0), 20, "the probe to finish")
@@ -390,8 +392,37 @@ handlers = ( {{ name = "probe"; type = "exec"; max_attempts = 1;
         assert authed("HGET", "qworker:stats", "succeeded") == "2"
     finally:
         run("systemctl", "stop", "qworker", check=False)
-        run("rm", "-f", "/etc/qworker/redis-password", "/usr/local/lib/qworker-probe.py")
+        run("rm", "-f", "/etc/qworker/redis-password", "/usr/local/lib/qworker-probe.py",
+            "/run/qworker-test-target")
         run("systemctl", "stop", "test-redis-auth", check=False)
+
+
+def test_a_handler_past_its_timeout_is_stopped_though_qworker_may_not_signal_it(fresh):
+    """Under the unit, qworker (its dynamic user, CAP_SETUID/CAP_SETGID only) may not signal a
+    handler running as qworker-task: qworker-run, its supervisor, signals the handler's group
+    on qworker's word. A handler and its child past a 1 s timeout are gone, and so is a
+    running one at stop."""
+    write_config(text='''redis = { host = "127.0.0.1"; port = %d; };
+worker = { shutdown_timeout = 1; heartbeat_ttl = 3; task_user = "qworker-task"; };
+queues = ( { name = "queue"; handler = "hang"; } );
+handlers = ( { name = "hang"; type = "exec"; timeout = 60; kill_grace = 0.5; max_attempts = 1;
+               command = ["/bin/sh", "-c", "sleep 60 & wait"]; } );
+''' % PORT)
+    run("systemctl", "start", "qworker", timeout=30)
+
+    def task_processes():
+        return run("pgrep", "-u", "qworker-task", check=False).stdout.split()
+    t0 = now_usec()
+    redis("LPUSH", "queue", json.dumps({"handler": "hang", "timeout": 1}))
+    wait_for(task_processes, 10, "the handler to start")
+    done = wait_for(lambda: completions(t0), 10, "the timeout")
+    assert done[0]["QWORKER_OUTCOME"] == "timeout", done[0]["MESSAGE"]
+    wait_for(lambda: not task_processes(), 5, "no process of qworker-task left")
+    redis("LPUSH", "queue", "y")
+    wait_for(task_processes, 10, "the next handler to start")
+    run("systemctl", "stop", "qworker", timeout=30)
+    assert prop("Result") == "success" and not task_processes()
+    assert redis("LLEN", "queue") == "1"  # put back
 
 
 def test_purge_drops_the_overrides_and_a_new_install_closes_the_configuration(fresh):
