@@ -1,7 +1,9 @@
 /* at-most-once: one BLMPOP takes up to the free capacity from the first non-empty queue, in
  * priority order, as the original example popped. What it took is qworker's alone from then on:
  * a crash loses it (documented). A stop releases the blocked BLMPOP with CLIENT UNBLOCK from a
- * second connection, and whatever it had already taken is still handed over. */
+ * second connection, and whatever it had already taken is still handed over. BLMPOP runs no
+ * script, so the paused queues (qworkerctl pause) are read at most once a second and left out of
+ * its keys; it blocks a second at a time, so that a pause holds within a second. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -17,14 +19,20 @@
 
 enum wait_result { WAIT_REPLY, WAIT_STOPPED, WAIT_FAILED };
 
+#define POP_BLOCK_SECONDS 1
+#define PAUSED_EVERY_US 1000000
+
 struct pop {
     struct fetch_ctx *ctx;
-    /* BLMPOP <block> <numkeys> <queues...> RIGHT COUNT <n> */
+    /* BLMPOP <block> <numkeys> <queues not paused...> RIGHT COUNT <n> */
     int argc;
     const char **argv;
     char block[16];
     char numkeys[16];
     char count[16];
+    char *paused_key;
+    bool *paused; /* per queue of ctx->conf */
+    int64_t paused_at_us;
 };
 
 static int pop_reconfigure(void *state)
@@ -32,23 +40,73 @@ static int pop_reconfigure(void *state)
     struct pop *p = state;
     const struct config *conf = p->ctx->conf;
     const char **argv = calloc((size_t)conf->nqueues + 6, sizeof(*argv));
-    int k = 0;
+    bool *paused = calloc((size_t)conf->nqueues, sizeof(*paused));
 
-    if (argv == NULL)
+    if (argv == NULL || paused == NULL) {
+        free(argv);
+        free(paused);
         return -1;
+    }
     free(p->argv);
+    free(p->paused);
     p->argv = argv;
-    p->argc = conf->nqueues + 6;
-    snprintf(p->numkeys, sizeof(p->numkeys), "%d", conf->nqueues);
-    argv[k++] = "BLMPOP";
-    argv[k++] = p->block;
-    argv[k++] = p->numkeys;
-    for (int i = 0; i < conf->nqueues; i++)
-        argv[k++] = conf->queues[i].name;
-    argv[k++] = "RIGHT";
-    argv[k++] = "COUNT";
-    argv[k++] = p->count;
+    p->paused = paused;
+    p->paused_at_us = 0;
     return 0;
+}
+
+/* SMEMBERS <prefix>:paused, at most once a second; what Redis does not answer leaves the last
+ * word standing. Each queue's pause is said once (fetch_queue_bad), as the fetch script's is. */
+static void read_paused(struct pop *p)
+{
+    struct fetch_ctx *ctx = p->ctx;
+    const char *argv[] = {"SMEMBERS", p->paused_key};
+    redisReply *r;
+
+    if (clock_mono_us() - p->paused_at_us < PAUSED_EVERY_US)
+        return;
+    p->paused_at_us = clock_mono_us();
+    r = rconn_command(ctx->rc, 2, argv, NULL);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return;
+    }
+    for (int q = 0; q < ctx->conf->nqueues; q++) {
+        const char *name = ctx->conf->queues[q].name;
+        char why[320];
+        p->paused[q] = false;
+        for (size_t i = 0; i < r->elements; i++)
+            p->paused[q] = p->paused[q] || (r->element[i]->type == REDIS_REPLY_STRING &&
+                                            strcmp(r->element[i]->str, name) == 0);
+        snprintf(why, sizeof(why), "PAUSED %s is paused", name);
+        if (p->paused[q])
+            fetch_queue_bad(ctx, q, why);
+        else
+            fetch_queue_good(ctx, q);
+    }
+    freeReplyObject(r);
+}
+
+/* The command for the queues not paused; 0 when every one is. */
+static int build_argv(struct pop *p)
+{
+    const struct config *conf = p->ctx->conf;
+    int k = 0, n = 0;
+
+    p->argv[k++] = "BLMPOP";
+    p->argv[k++] = p->block;
+    p->argv[k++] = p->numkeys;
+    for (int i = 0; i < conf->nqueues; i++)
+        if (!p->paused[i]) {
+            p->argv[k++] = conf->queues[i].name;
+            n++;
+        }
+    snprintf(p->numkeys, sizeof(p->numkeys), "%d", n);
+    p->argv[k++] = "RIGHT";
+    p->argv[k++] = "COUNT";
+    p->argv[k++] = p->count;
+    p->argc = k;
+    return n;
 }
 
 static void *pop_create(struct fetch_ctx *ctx)
@@ -58,8 +116,9 @@ static void *pop_create(struct fetch_ctx *ctx)
     if (p == NULL)
         return NULL;
     p->ctx = ctx;
-    snprintf(p->block, sizeof(p->block), "%d", FETCH_BLOCK_SECONDS);
-    if (pop_reconfigure(p) < 0) {
+    snprintf(p->block, sizeof(p->block), "%d", POP_BLOCK_SECONDS);
+    if (asprintf(&p->paused_key, "%s:paused", ctx->conf->prefix) < 0 || pop_reconfigure(p) < 0) {
+        free(p->paused_key);
         free(p);
         return NULL;
     }
@@ -70,8 +129,11 @@ static void pop_destroy(void *state)
 {
     struct pop *p = state;
 
-    if (p != NULL)
+    if (p != NULL) {
         free(p->argv);
+        free(p->paused);
+        free(p->paused_key);
+    }
     free(p);
 }
 
@@ -187,13 +249,21 @@ static int pop_fetch(void *state, int n)
 {
     struct pop *p = state;
     struct fetch_ctx *ctx = p->ctx;
-    redisContext *c = ctx->rc->c;
-    int timeout = FETCH_BLOCK_SECONDS * 1000 + ctx->conf->redis.command_timeout_ms;
+    redisContext *c;
+    int timeout = POP_BLOCK_SECONDS * 1000 + ctx->conf->redis.command_timeout_ms;
     redisReply *reply = NULL;
     enum wait_result r;
     int done = 0, got;
 
+    read_paused(p);
+    if (ctx->rc->c == NULL)
+        return 0; /* lost while reading the pauses: the consumer reconnects */
+    c = ctx->rc->c;
     snprintf(p->count, sizeof(p->count), "%d", n);
+    if (build_argv(p) == 0) {
+        ctx->pause_until_us = clock_mono_us() + PAUSED_EVERY_US; /* every queue is paused */
+        return 0;
+    }
     if (redisAppendCommandArgv(c, p->argc, p->argv, NULL) != REDIS_OK) {
         rconn_lost(ctx->rc, c->errstr);
         return 0;

@@ -186,3 +186,24 @@ def test_pause_holds_every_worker_at_once_and_resume_lets_them_go(redis, fleet):
     assert ctl(conf, "resume", "queue")[0] == 0
     wait_all_ran([a, b], ids, 5)
     assert time.monotonic() - t0 < 1.0 + 2.0 * SLOW
+
+
+def test_pause_holds_an_at_most_once_worker_within_a_second(redis, start_qworker, workdir):
+    """BLMPOP runs no script: an at-most-once worker reads the paused set at most once a second
+    and leaves those queues out of its BLMPOP, which blocks a second at a time."""
+    q = start_qworker(redis.port, worker={"delivery": "at-most-once"})
+    q.wait_message("ready", 10)
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port)
+    t0 = time.monotonic()
+    assert ctl(conf, "pause", "queue")[0] == 0
+    q.wait_message("queue queue is paused", 5)
+    assert time.monotonic() - t0 < 1.0 + 2.0 * SLOW
+    ids = task_ids("amo", 5)
+    push(redis, *sleep_tasks(ids))
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # the pause itself is what is tested
+        assert redis("LLEN", "queue") == 5, "an at-most-once worker took from a paused queue"
+        time.sleep(0.05)
+    assert ctl(conf, "resume", "queue")[0] == 0
+    wait_all_ran([q], ids, 5)
+    q.wait_message("queue queue is served again", 5)
