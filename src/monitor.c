@@ -213,34 +213,34 @@ static int gauge(struct evbuffer *out, const char *name, const char *help, long 
                : 0;
 }
 
+/* One series per queue whose value is known: unknown is absent, never 0. */
+static int queue_gauge(struct evbuffer *out, const char *name, const char *help,
+                       const struct config *conf, const long long *values)
+{
+    if (evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name) < 0)
+        return -1;
+    for (int i = 0; i < conf->nqueues; i++) {
+        if (values[i] < 0)
+            continue;
+        if (evbuffer_add_printf(out, "%s{queue=\"", name) < 0 ||
+            metrics_label(out, conf->queues[i].name) < 0 ||
+            evbuffer_add_printf(out, "\"} %lld\n", values[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int render_redis(struct evbuffer *out, const struct sample *s, const struct config *conf)
 {
     if (s->conf != conf)
         return 0;
-    if (evbuffer_add_printf(out, "# HELP qworker_queue_length Tasks waiting in each queue "
-                                 "(LLEN, sampled at most once a second).\n"
-                                 "# TYPE qworker_queue_length gauge\n") < 0)
+    if (queue_gauge(out, "qworker_queue_length",
+                    "Tasks waiting in each queue (LLEN, sampled at most once a second).", conf,
+                    s->queue_len) < 0 ||
+        queue_gauge(out, "qworker_queue_paused",
+                    "1 while the queue is paused for every worker (qworkerctl pause).", conf,
+                    s->queue_paused) < 0)
         return -1;
-    for (int i = 0; i < conf->nqueues; i++) {
-        if (s->queue_len[i] < 0)
-            continue; /* unknown is absent, never 0 */
-        if (evbuffer_add_printf(out, "qworker_queue_length{queue=\"") < 0 ||
-            metrics_label(out, conf->queues[i].name) < 0 ||
-            evbuffer_add_printf(out, "\"} %lld\n", s->queue_len[i]) < 0)
-            return -1;
-    }
-    if (evbuffer_add_printf(out, "# HELP qworker_queue_paused 1 while the queue is paused for "
-                                 "every worker (qworkerctl pause).\n"
-                                 "# TYPE qworker_queue_paused gauge\n") < 0)
-        return -1;
-    for (int i = 0; i < conf->nqueues; i++) {
-        if (s->queue_paused[i] < 0)
-            continue;
-        if (evbuffer_add_printf(out, "qworker_queue_paused{queue=\"") < 0 ||
-            metrics_label(out, conf->queues[i].name) < 0 ||
-            evbuffer_add_printf(out, "\"} %lld\n", s->queue_paused[i]) < 0)
-            return -1;
-    }
     if (s->scheduled >= 0 &&
         gauge(out, "qworker_scheduled_tasks", "Retries and delayed tasks waiting in the schedule.",
               s->scheduled) < 0)
