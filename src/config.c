@@ -31,7 +31,8 @@ static const char *const top_names[] = {"redis",    "worker", "queues", "handler
                                         "log",      "metrics", NULL};
 static const char *const redis_names[] = {
     "host",     "port",          "unix_socket",     "db",              "username",
-    "password", "password_file", "connect_timeout", "command_timeout", NULL};
+    "password", "password_file", "connect_timeout", "command_timeout", "sentinel", NULL};
+static const char *const sentinel_names[] = {"master", "addresses", "username", "password", NULL};
 static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
                                            "delivery", "prefix",           "shutdown_timeout",
                                            "heartbeat_ttl", "max_payload",     "max_recoveries",
@@ -274,9 +275,70 @@ static int parse_password(struct parse *p, const config_setting_t *g, struct red
     return rc;
 }
 
+/* "10.0.0.5:26379" or "[fe80::1]:26379" into host and port; -1 if it is not that shape. */
+static int split_host_port(const char *text, char **host, int *port)
+{
+    const char *colon = strrchr(text, ':'), *start = text, *stop = colon;
+    char *end;
+    long n;
+
+    if (colon == NULL || colon == text || colon[1] == '\0')
+        return -1;
+    n = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || n < 1 || n > 65535)
+        return -1;
+    if (text[0] == '[') {
+        if (colon[-1] != ']' || colon - text < 3)
+            return -1;
+        start = text + 1;
+        stop = colon - 1;
+    } else if (memchr(text, ':', (size_t)(colon - text)) != NULL) {
+        return -1; /* an IPv6 address needs its brackets */
+    }
+    *host = strndup(start, (size_t)(stop - start));
+    *port = (int)n;
+    return *host ? 0 : -1;
+}
+
+/* redis.sentinel = { master = "mymaster"; addresses = ("10.0.0.5:26379", ...); }. */
+static int parse_sentinel(struct parse *p, const config_setting_t *g, struct sentinel_conf *s)
+{
+    const config_setting_t *list;
+    int n;
+
+    if (check_known(p, g, "redis.sentinel", sentinel_names) < 0 ||
+        get_string(p, g, "master", NULL, &s->master) < 0 ||
+        get_string(p, g, "username", NULL, &s->username) < 0 ||
+        get_string(p, g, "password", NULL, &s->password) < 0)
+        return -1;
+    if (s->master == NULL || s->master[0] == '\0' || strpbrk(s->master, " \t\r\n") != NULL)
+        return fail(p, g, "redis.sentinel needs 'master': the name the sentinels monitor the "
+                          "master under (sentinel monitor NAME ...), without spaces");
+    if (s->username != NULL && s->password == NULL)
+        return fail(p, config_setting_get_member(g, "username"),
+                    "redis.sentinel 'username' needs a 'password'");
+    list = config_setting_get_member(g, "addresses");
+    n = list ? config_setting_length(list) : 0;
+    if (list == NULL || !(config_setting_is_array(list) || config_setting_is_list(list)) || n < 1)
+        return fail(p, list ? list : g, "redis.sentinel needs 'addresses': a list of "
+                                        "\"HOST:PORT\" strings, like (\"10.0.0.5:26379\", "
+                                        "\"10.0.0.6:26379\", \"10.0.0.7:26379\")");
+    if (n > SENTINELS_MAX)
+        return fail(p, list, "redis.sentinel 'addresses': at most %d sentinels", SENTINELS_MAX);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+        const char *text = config_setting_get_string(e);
+        if (text == NULL || split_host_port(text, &s->hosts[i], &s->ports[i]) < 0)
+            return fail(p, list, "redis.sentinel 'addresses': element %d is not \"HOST:PORT\" "
+                                 "(\"[ADDRESS]:PORT\" for IPv6)", i + 1);
+        s->n = i + 1;
+    }
+    return 0;
+}
+
 static int parse_redis(struct parse *p, const config_setting_t *root, struct redis_conf *r)
 {
-    const config_setting_t *g;
+    const config_setting_t *g, *sg;
     double t;
 
     if (get_group(p, root, "redis", &g) < 0)
@@ -300,7 +362,18 @@ static int parse_redis(struct parse *p, const config_setting_t *root, struct red
     if (get_seconds(p, g, "command_timeout", 0.01, 3600, 5, &t) < 0)
         return -1;
     r->command_timeout_ms = (int)(t * 1000);
-    return 0;
+    if (g == NULL || get_group(p, g, "sentinel", &sg) < 0)
+        return g == NULL ? 0 : -1;
+    if (sg == NULL)
+        return 0;
+    for (const char *const *k = (const char *const[]){"host", "port", "unix_socket", NULL}; *k;
+         k++)
+        if (config_setting_get_member(g, *k) != NULL)
+            return fail(p, config_setting_get_member(g, *k),
+                        "'%s' and 'sentinel' exclude each other: with Sentinel the master's "
+                        "address comes from the sentinels",
+                        *k);
+    return parse_sentinel(p, sg, &r->sentinel);
 }
 
 static char *default_worker_id(void)
@@ -778,6 +851,11 @@ void config_free(struct config *c)
     free(c->redis.username);
     secret_free(c->redis.password);
     free(c->redis.password_path);
+    free(c->redis.sentinel.master);
+    for (int i = 0; i < c->redis.sentinel.n; i++)
+        free(c->redis.sentinel.hosts[i]);
+    free(c->redis.sentinel.username);
+    secret_free(c->redis.sentinel.password);
     free(c->worker_id);
     free(c->prefix);
     free(c->task_user);
@@ -813,6 +891,17 @@ static bool same_str(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+static bool same_sentinels(const struct sentinel_conf *a, const struct sentinel_conf *b)
+{
+    if (!same_str(a->master, b->master) || !same_str(a->username, b->username) ||
+        !same_str(a->password, b->password) || a->n != b->n)
+        return false;
+    for (int i = 0; i < a->n; i++)
+        if (strcmp(a->hosts[i], b->hosts[i]) != 0 || a->ports[i] != b->ports[i])
+            return false;
+    return true;
+}
+
 const char *config_fixed_change(const struct config *old, const struct config *next)
 {
     const struct redis_conf *a = &old->redis, *b = &next->redis;
@@ -822,6 +911,8 @@ const char *config_fixed_change(const struct config *old, const struct config *n
         !same_str(a->username, b->username) || a->connect_timeout_ms != b->connect_timeout_ms ||
         a->command_timeout_ms != b->command_timeout_ms)
         return "the redis section";
+    if (!same_sentinels(&a->sentinel, &b->sentinel))
+        return "redis.sentinel";
     /* Compared by value: where it is kept may move, the connections keep using the old one. */
     if (!same_str(a->password, b->password))
         return "the redis password (inline or in its password_file)";

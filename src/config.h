@@ -13,6 +13,17 @@
 enum delivery { DELIVERY_AT_MOST_ONCE, DELIVERY_AT_LEAST_ONCE };
 enum handler_type { HANDLER_SLEEP, HANDLER_EXEC };
 
+/* redis.sentinel: the master's address comes from these sentinels (sentinel.c). */
+#define SENTINELS_MAX 16
+struct sentinel_conf {
+    char *master; /* the name the sentinels monitor it under; NULL: no Sentinel */
+    char *hosts[SENTINELS_MAX];
+    int ports[SENTINELS_MAX];
+    int n;
+    char *username; /* the sentinels' own credentials, if they want any */
+    char *password;
+};
+
 struct redis_conf {
     char *host;
     int port;
@@ -25,6 +36,7 @@ struct redis_conf {
     bool password_inline;
     int connect_timeout_ms;
     int command_timeout_ms;
+    struct sentinel_conf sentinel;
 };
 
 struct handler_conf {

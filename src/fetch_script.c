@@ -15,6 +15,7 @@
 #include "capacity.h"
 #include "clock.h"
 #include "fetch.h"
+#include "held.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -245,9 +246,12 @@ fail:
 static void refused(struct script_fetch *s, const redisReply *reply, enum rclass cls,
                     const task_id *ids, int n)
 {
-    if (cls == RC_DENIED || cls == RC_FAILED)
-        for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (cls == RC_DENIED || cls == RC_FAILED)
             orphan(s, ids[i]);
+        else
+            held_del(ids[i]); /* refused before anything moved */
+    }
     fetch_refused(s->ctx, reply, cls);
 }
 
@@ -309,6 +313,8 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
         }
         taskq_chain_add(&chain, t);
     }
+    for (size_t i = f.nitems; i < (size_t)n; i++)
+        held_del(ids[i]); /* not used: nothing of this fetch is under that id */
     got = (int)chain.n;
     fetch_charge(ctx, &chain);
     taskq_push_batch(ctx->out, &chain);
@@ -325,8 +331,10 @@ static int script_fetch(void *state, int n)
 
     snprintf(s->count, sizeof(s->count), "%d", n);
     snprintf(s->max_bytes, sizeof(s->max_bytes), "%zu", fetch_max_bytes(s->ctx));
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         task_make_id(s->ids[i]);
+        held_add(s->ids[i]); /* before the fetch can put it in the hash (held.h) */
+    }
     sent_us = clock_mono_us();
     reply = script_run(s->ctx->rc, SCRIPT_FETCH, FETCH_KEYS + s->ctx->conf->nqueues,
                        s->fetch_keys, NULL, FETCH_ARGS + n, s->fetch_args, NULL);
@@ -371,6 +379,8 @@ static bool waiter_fetched(struct script_fetch *s, struct waiter *w, const redis
     } else if (cls != RC_RECONNECT &&
                !(r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)) {
         refused(s, r, cls, &w->id, 1);
+    } else {
+        held_del(w->id); /* refused before anything moved */
     }
     if (got == 0)
         capacity_release(s->ctx->cap, 1);
@@ -499,6 +509,7 @@ static int waiter_arm(struct script_fetch *s, struct waiter *w, int64_t now)
             capacity_release(s->ctx->cap, 1);
             return -1;
         }
+        held_add(w->id);
         w->fetching = true;
     }
     w->outstanding = true;
@@ -537,6 +548,8 @@ static int rescue(struct script_fetch *s)
             log_notice("consumer: %lld task(s) whose fetch reply was lost put back at the front of "
                        "their queue",
                        reply->integer);
+        for (size_t i = 0; i < s->norphans; i++)
+            held_del(s->orphans[i]);
         s->norphans = 0;
         rc = 0;
     } else {

@@ -17,6 +17,7 @@
 #include "consumer.h"
 #include "daemon.h"
 #include "health.h"
+#include "held.h"
 #include "jsonmem.h"
 #include "notify.h"
 #include "identity.h"
@@ -26,6 +27,7 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "redis.h"
+#include "sentinel.h"
 #include "reporter.h"
 #include "taskq.h"
 
@@ -111,6 +113,8 @@ static int unwind(struct daemon *d, const char *thread)
 
 static int start_threads(struct daemon *d)
 {
+    if (d->conf->delivery == DELIVERY_AT_LEAST_ONCE && d->conf->redis.sentinel.master != NULL)
+        held_enable(); /* only a failover needs to know (held.h) */
     capacity_init(&d->cap, d->conf->concurrency);
     capacity_set_bytes_limit(&d->cap, (size_t)d->conf->task_memory_mb << 20);
     d->reporter = reporter_new(d->conf, &d->id, &d->cap);
@@ -135,6 +139,8 @@ static int start_threads(struct daemon *d)
     }
     if (d->monitor != NULL && monitor_start(d->monitor, d) < 0)
         return unwind(d, "monitor");
+    if (sentinel_watch_start(&d->conf->redis) < 0)
+        return unwind(d, "sentinel");
     if (consumer_start(d->consumer) < 0)
         return unwind(d, "consumer");
     return 0;
@@ -212,6 +218,7 @@ static int run(struct daemon *d, const sigset_t *set)
     }
     monitor_free(d->monitor); /* its thread reads the loop's counts: it stops first */
     d->monitor = NULL;
+    sentinel_watch_stop();
     consumer_free(d->consumer);
     loop_free(d->loop);
     reporter_free(d->reporter);

@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "log.h"
 #include "reply.h"
+#include "sentinel.h"
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000 /* so that work resumes within a second of Redis coming back */
@@ -55,7 +56,9 @@ static void outage_end(struct rconn *r)
 
 const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len)
 {
-    if (conf->unix_socket != NULL)
+    if (conf->sentinel.master != NULL)
+        sentinel_describe(conf, buf, len);
+    else if (conf->unix_socket != NULL)
         snprintf(buf, len, "unix:%s", conf->unix_socket);
     else
         snprintf(buf, len, "%s:%d", conf->host, conf->port);
@@ -92,14 +95,17 @@ static int setup_command(redisContext *c, char *err, size_t errlen, const char *
     return 0;
 }
 
-redisContext *redis_connect(const struct redis_conf *conf, const char *name, char *err,
-                            size_t errlen)
+/* A connection to host:port, or to the configured address when host is NULL. */
+static redisContext *connect_at(const struct redis_conf *conf, const char *host, int port,
+                                const char *name, char *err, size_t errlen)
 {
     struct timeval ct = ms_to_tv(conf->connect_timeout_ms);
     redisContext *c;
     char db[16];
 
-    if (conf->unix_socket != NULL)
+    if (host != NULL)
+        c = redisConnectWithTimeout(host, port, ct);
+    else if (conf->unix_socket != NULL)
         c = redisConnectUnixWithTimeout(conf->unix_socket, ct);
     else
         c = redisConnectWithTimeout(conf->host, conf->port, ct);
@@ -143,6 +149,96 @@ fail:
     return NULL;
 }
 
+/* Whether the server is the master: a sentinel's answer may be stale, and writing to a replica
+ * (or to an old master that came back) would lose what was written. */
+static int check_role(redisContext *c, char *err, size_t errlen)
+{
+    static atomic_bool said_noperm;
+    redisReply *r = redisCommand(c, "ROLE");
+    int rc = -1;
+
+    if (r == NULL) {
+        snprintf(err, errlen, "ROLE: %s", c->errstr);
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0) {
+        /* An ACL user without ROLE: a replica still shows itself by refusing the first write
+         * (READONLY), which moves the connection like a lost one. */
+        if (!atomic_exchange(&said_noperm, true))
+            log_notice("the redis user may not run ROLE: a server is taken for the master until "
+                       "it refuses a write (READONLY)");
+        rc = 0;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "ROLE: %s", r->str);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+               r->element[0]->type != REDIS_REPLY_STRING) {
+        snprintf(err, errlen, "ROLE: an answer that is not (role, ...)");
+    } else if (strcmp(r->element[0]->str, "master") != 0) {
+        snprintf(err, errlen, "is a %.32s, not the master", r->element[0]->str);
+    } else {
+        rc = 0;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+struct master_try {
+    const struct redis_conf *conf;
+    const char *name;
+    redisContext *c;
+};
+
+static int try_master(const char *host, int port, void *ctx, char *err, size_t errlen)
+{
+    struct master_try *t = ctx;
+
+    t->c = connect_at(t->conf, host, port, t->name, err, errlen);
+    if (t->c == NULL)
+        return -1;
+    if (check_role(t->c, err, errlen) < 0) {
+        redisFree(t->c);
+        t->c = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* A connection to the master the sentinels name; its address's generation in *gen. */
+static redisContext *connect_master(const struct redis_conf *conf, const char *name,
+                                    int64_t since_us, uint64_t *gen, char *err, size_t errlen)
+{
+    struct master_try t = {.conf = conf, .name = name};
+
+    *gen = sentinel_resolve(conf, since_us, try_master, &t, err, errlen);
+    return *gen != 0 ? t.c : NULL;
+}
+
+redisContext *redis_connect(const struct redis_conf *conf, const char *name, char *err,
+                            size_t errlen)
+{
+    uint64_t gen;
+
+    if (conf->sentinel.master != NULL)
+        return connect_master(conf, name, 0, &gen, err, errlen);
+    return connect_at(conf, NULL, 0, name, err, errlen);
+}
+
+/* The master moved (sentinel) since this connection was made: it is to a server that is no
+ * longer the master, or soon will not be. */
+static bool moved(const struct rconn *r)
+{
+    return r->conf->sentinel.master != NULL && sentinel_generation() != r->gen;
+}
+
+/* Leaves a connection to an old master: not an outage, the new master is ready. */
+static void leave_old_master(struct rconn *r)
+{
+    log_info("%s: leaving the old master's connection for the new master", r->role);
+    redisFree(r->c);
+    r->c = NULL;
+    r->next_attempt_us = 0;
+}
+
 void rconn_init(struct rconn *r, const struct redis_conf *conf, const char *role)
 {
     memset(r, 0, sizeof(*r));
@@ -172,13 +268,19 @@ int rconn_try(struct rconn *r)
     char err[256], name[64];
     redisReply *reply;
 
+    if (r->c != NULL && moved(r))
+        leave_old_master(r);
     if (r->c != NULL)
         return 0;
     if (clock_mono_us() < r->next_attempt_us)
         return -1;
     snprintf(name, sizeof(name), "qworker-%s", r->role);
-    r->c = redis_connect(r->conf, name, err, sizeof(err));
+    if (r->conf->sentinel.master != NULL)
+        r->c = connect_master(r->conf, name, r->lost_us, &r->gen, err, sizeof(err));
+    else
+        r->c = connect_at(r->conf, NULL, 0, name, err, sizeof(err));
     if (r->c == NULL) {
+        r->lost_us = clock_mono_us();
         outage_begin(r, err);
         back_off(r);
         return -1;
@@ -229,6 +331,7 @@ void rconn_lost(struct rconn *r, const char *why)
     bool fresh = clock_mono_us() - r->connected_us < STALE_AFTER_US;
 
     snprintf(reason, sizeof(reason), "%s", why); /* why may live in the context freed below */
+    r->lost_us = clock_mono_us(); /* with Sentinel: ask where the master is now */
     if (strcmp(why, "Out of memory") == 0)
         reply_take_refusal(reason, sizeof(reason));
     else if (strcmp(why, strerror(EAGAIN)) == 0) /* hiredis's word for its read timeout */
@@ -275,6 +378,8 @@ static redisReply *checked(struct rconn *r, redisReply *reply)
 
 redisReply *rconn_command(struct rconn *r, int argc, const char **argv, const size_t *lens)
 {
+    if (r->c != NULL && moved(r))
+        leave_old_master(r);
     if (r->c == NULL)
         return NULL;
     return checked(r, redisCommandArgv(r->c, argc, argv, lens));

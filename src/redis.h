@@ -26,6 +26,8 @@ struct rconn {
      * failures would otherwise stand for the whole worker's until its next use. */
     bool observer;
     uint64_t rng;
+    uint64_t gen;     /* Sentinel: the generation of the master's address it connected to */
+    int64_t lost_us;  /* monotonic: when it last lost its connection or failed to connect */
 };
 
 void rconn_init(struct rconn *r, const struct redis_conf *conf, const char *role);
@@ -57,7 +59,8 @@ long long redis_reconnects(void);
 
 /* "127.0.0.1:6379" or "unix:/run/redis.sock". */
 const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len);
-/* One plain connection (AUTH, SELECT, timeouts); NULL with a reason in err. */
+/* One plain connection (AUTH, SELECT, timeouts), to the master the sentinels name if the
+ * configuration has Sentinel; NULL with a reason in err. */
 redisContext *redis_connect(const struct redis_conf *conf, const char *name, char *err,
                             size_t errlen);
 

@@ -14,6 +14,7 @@
 #include "capacity.h"
 #include "clock.h"
 #include "health.h"
+#include "held.h"
 #include "identity.h"
 #include "outlog.h"
 #include "scripts.h"
@@ -68,6 +69,7 @@ struct reporter {
     struct capacity *cap;
     struct loop *loop; /* its running count goes in the heartbeat */
     int64_t next_beat_us;
+    uint64_t master_gen; /* Sentinel: the master whose in-flight hash was last reconciled */
 
     char *stats_key;
     char *dead_key;
@@ -435,6 +437,60 @@ static void move_due_if_due(struct reporter *rp)
     freeReplyObject(reply);
 }
 
+/* Puts back ids of the new master's in-flight hash that this worker does not hold: their
+ * completion (or their retry, or their requeue) was recorded on the old master and did not
+ * reach the replica before it took over. They run again: at-least-once. 0 when done. */
+static int put_back_unheld(struct reporter *rp, const redisReply *keys_reply)
+{
+    const char *keys[] = {rp->id->inflight_key, rp->dead_key};
+    const char **args = malloc((keys_reply->elements + 1) * sizeof(*args));
+    redisReply *reply;
+    int n = 0, rc = 0;
+
+    if (args == NULL)
+        return -1;
+    for (size_t i = 0; i < keys_reply->elements; i++) {
+        const redisReply *e = keys_reply->element[i];
+        if (e->type == REDIS_REPLY_STRING && e->len == TASK_ID_LEN && !held_has(e->str))
+            args[n++] = e->str;
+    }
+    if (n > 0) {
+        reply = script_run(&rp->rc, SCRIPT_RESCUE, 2, keys, NULL, n, args, NULL);
+        if (reply == NULL || reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK || !wire_count(reply))
+            rc = -1;
+        else if (reply->integer > 0)
+            log_warn("%lld task(s) in this worker's in-flight hash on the new master had ended "
+                     "here, but their record reached only the old master (replication is "
+                     "asynchronous): put back at the front of their queues, they run again",
+                     reply->integer);
+        if (reply != NULL)
+            freeReplyObject(reply);
+    }
+    free(args);
+    return rc;
+}
+
+/* After a failover (Sentinel): reconciles this worker's in-flight hash on the new master with
+ * what it holds, once per move. */
+static void reconcile_if_moved(struct reporter *rp)
+{
+    const char *argv[] = {"HKEYS", rp->id->inflight_key};
+    redisReply *reply;
+
+    if (rp->rc.c == NULL || rp->rc.gen == rp->master_gen)
+        return;
+    if (rp->master_gen == 0) { /* the first master: nothing was held before it */
+        rp->master_gen = rp->rc.gen;
+        return;
+    }
+    reply = rconn_command(&rp->rc, 2, argv, NULL);
+    if (reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ARRAY && put_back_unheld(rp, reply) == 0)
+        rp->master_gen = rp->rc.gen;
+    freeReplyObject(reply);
+}
+
 static void beat_if_due(struct reporter *rp)
 {
     if (clock_mono_us() < rp->next_beat_us || rconn_try(&rp->rc) < 0)
@@ -471,6 +527,9 @@ static void *reporter_main(void *arg)
         }
         outlog_flush(&rp->output); /* a task's output before its completion line */
         take(rp, batch);
+        if (rp->conf->redis.sentinel.master != NULL && rp->conf->delivery == DELIVERY_AT_LEAST_ONCE &&
+            rconn_try(&rp->rc) == 0)
+            reconcile_if_moved(rp);
         while ((rp->npending > 0 || rp->sending != NULL) &&
                clock_mono_us() >= rp->next_record_us && rconn_try(&rp->rc) == 0 &&
                record_pending(rp) == 0)

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "held.h"
+
 /* Ids are unique within a process and unlikely to repeat across processes: a random 64-bit base
  * plus a counter, passed through a bijective mixer so that consecutive ids do not look alike. */
 static uint64_t mix64(uint64_t z)
@@ -88,6 +90,7 @@ void task_free(struct task *t)
 {
     if (t == NULL)
         return;
+    held_del(t->id);
     json_decref(t->json);
     free(t->reason);
     free(t->label_own);

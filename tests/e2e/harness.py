@@ -236,7 +236,9 @@ def write_config(path, redis_port, worker=None, queues=None, handlers=None, log=
     def group(d):
         return "{ " + " ".join(f"{k} = {value(v)};" for k, v in d.items()) + " }"
 
-    text = f"redis = {group({'host': '127.0.0.1', 'port': redis_port, **(redis or {})})};\n"
+    # With Sentinel the master's address comes from the sentinels, never from host and port.
+    where = {} if "sentinel" in (redis or {}) else {"host": "127.0.0.1", "port": redis_port}
+    text = f"redis = {group({**where, **(redis or {})})};\n"
     text += f"worker = {group(worker)};\n"
     text += f"log = {group({'level': 'info', 'target': 'journal', **(log or {})})};\n"
     if queues is not None:

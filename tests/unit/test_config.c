@@ -92,6 +92,32 @@ static void settings_are_read(void **state)
     config_free(c);
 }
 
+static void sentinel_settings_are_read(void **state)
+{
+    char err[512];
+    struct config *c = load_text(
+        "redis = { password = \"data\"; db = 2;\n"
+        "  sentinel = { master = \"mymaster\"; username = \"su\"; password = \"sp\";\n"
+        "    addresses = (\"10.0.0.5:26379\", \"[fe80::1]:26380\", \"s3.example:26381\"); };\n"
+        "};",
+        err, sizeof(err));
+
+    (void)state;
+    assert_non_null(c);
+    assert_string_equal(c->redis.sentinel.master, "mymaster");
+    assert_int_equal(c->redis.sentinel.n, 3);
+    assert_string_equal(c->redis.sentinel.hosts[0], "10.0.0.5");
+    assert_int_equal(c->redis.sentinel.ports[0], 26379);
+    assert_string_equal(c->redis.sentinel.hosts[1], "fe80::1");
+    assert_int_equal(c->redis.sentinel.ports[1], 26380);
+    assert_string_equal(c->redis.sentinel.hosts[2], "s3.example");
+    assert_string_equal(c->redis.sentinel.username, "su");
+    assert_string_equal(c->redis.sentinel.password, "sp");
+    assert_string_equal(c->redis.password, "data"); /* the data nodes' own */
+    assert_int_equal(c->redis.db, 2);
+    config_free(c);
+}
+
 static void errors_name_file_line_and_problem(void **state)
 {
     static const struct {
@@ -114,6 +140,23 @@ static void errors_name_file_line_and_problem(void **state)
          "set 'password' or 'password_file', not both"},
         {"redis = { password_file = \"\"; };", 1, "'password_file' must not be empty"},
         {"redis = { password_file = 5; };", 1, "'password_file' must be a string"},
+        {"redis = { sentinel = { addresses = [\"h:1\"]; }; };", 1, "needs 'master'"},
+        {"redis = { sentinel = { master = \"m\"; }; };", 1, "needs 'addresses'"},
+        {"redis = { sentinel = { master = \"m\";\n addresses = [\"h\"]; }; };", 2,
+         "element 1 is not \"HOST:PORT\""},
+        {"redis = { sentinel = { master = \"m\"; addresses = [\"h:1\", \"::1:5\"]; }; };", 1,
+         "element 2 is not"},
+        {"redis = { sentinel = { master = \"m\"; addresses = [\"h:70000\"]; }; };", 1,
+         "element 1 is not"},
+        {"redis = { sentinel = { master = \"a b\"; addresses = [\"h:1\"]; }; };", 1,
+         "without spaces"},
+        {"redis = { sentinel = { master = \"m\"; addresses = [\"h:1\"]; quorum = 2; }; };", 1,
+         "unknown setting 'quorum' in redis.sentinel"},
+        {"redis = { sentinel = { master = \"m\"; addresses = [\"h:1\"]; username = \"u\"; }; "
+         "};",
+         1, "'username' needs a 'password'"},
+        {"redis = {\n port = 6380;\n sentinel = { master = \"m\"; addresses = [\"h:1\"]; }; };", 2,
+         "'port' and 'sentinel' exclude each other"},
         {"queues = ();", 1, "'queues' is empty"},
         {"queues = ( { handler = \"sleep\"; } );", 1, "needs a 'name'"},
         {"queues = ( { name = \"a\"; }, \n { name = \"a\"; } );", 2, "listed twice"},
@@ -445,6 +488,7 @@ int main(void)
         cmocka_unit_test(empty_file_gives_every_default),
         cmocka_unit_test(settings_are_read),
         cmocka_unit_test(errors_name_file_line_and_problem),
+        cmocka_unit_test(sentinel_settings_are_read),
         cmocka_unit_test(shipped_files_are_valid),
         cmocka_unit_test(includes_that_libconfig_would_die_on_are_refused),
         cmocka_unit_test(password_file_is_read_whole_but_one_newline),
