@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "fetch.h"
 #include "health.h"
+#include "identity.h"
 #include "log.h"
 #include "redis.h"
 #include "taskq.h"
@@ -182,6 +183,13 @@ static void *consumer_main(void *arg)
             continue;
         }
         say_ready(cs);
+        if (identity_expiring(cs->ctx.conf)) {
+            /* What it took would go straight back (loop.c): take nothing until a heartbeat
+             * gets through. */
+            cs->ops->take_back(cs->fetch);
+            fetch_pause(&cs->ctx, 100);
+            continue;
+        }
         if (redis_refusing()) {
             /* Redis cannot record what finishes: take nothing more until it can. */
             cs->ops->take_back(cs->fetch);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,23 @@ static int requeue_leftovers(struct identity *id, struct rconn *rc)
     return 1;
 }
 
+/* Monotonic: when the last heartbeat that Redis then took was sent. The key lives at least
+ * heartbeat_ttl from then; until it expires no other worker puts this one's tasks back. */
+static _Atomic int64_t beat_ok_us;
+
+int64_t identity_beat_ok_us(void)
+{
+    return atomic_load(&beat_ok_us);
+}
+
+bool identity_expiring(const struct config *conf)
+{
+    int64_t ok = atomic_load(&beat_ok_us);
+
+    return conf->delivery == DELIVERY_AT_LEAST_ONCE && ok != 0 &&
+           clock_mono_us() - ok > (int64_t)conf->heartbeat_ttl_ms * 1000 * FENCE_PERCENT / 100;
+}
+
 /* One attempt: 1 claimed, 0 try again, -1 in use. */
 static int try_claim(struct identity *id, struct rconn *rc)
 {
@@ -165,6 +183,7 @@ static int try_claim(struct identity *id, struct rconn *rc)
     redisReply *cur, *reply;
     char *value, ttl[24], *seen;
     int pid = 0;
+    int64_t sent_us;
 
     if (id->claimed)
         return requeue_leftovers(id, rc);
@@ -185,6 +204,7 @@ static int try_claim(struct identity *id, struct rconn *rc)
     seen = cur->type == REDIS_REPLY_STRING ? cur->str : "";
     value = heartbeat_value(id, 0);
     snprintf(ttl, sizeof(ttl), "%d", id->conf->heartbeat_ttl_ms);
+    sent_us = clock_mono_us();
     {
         const char *keys[] = {id->hb_key, id->workers_key};
         const char *args[] = {value, ttl, id->conf->worker_id, seen};
@@ -198,6 +218,8 @@ static int try_claim(struct identity *id, struct rconn *rc)
         rcond_begin(&id->claim_refused, LOG_ERR, reply_text(reply),
                     "cannot take worker id %s in redis; retrying", id->conf->worker_id);
     id->claimed = wire_claim_reply(reply) && reply->integer == 0;
+    if (id->claimed)
+        atomic_store(&beat_ok_us, sent_us);
     freeReplyObject(reply);
     return id->claimed ? requeue_leftovers(id, rc) : 0;
 }
@@ -330,6 +352,7 @@ static void reap(struct identity *id, struct rconn *rc)
 int identity_beat(struct identity *id, struct rconn *rc, long inflight)
 {
     char *value = heartbeat_value(id, inflight), ttl[24];
+    int64_t sent_us;
     const char *keys[] = {id->hb_key, id->workers_key};
     const char *args[] = {value, ttl, id->conf->worker_id, id->token};
     redisReply *reply;
@@ -337,6 +360,7 @@ int identity_beat(struct identity *id, struct rconn *rc, long inflight)
     if (value == NULL)
         return 0;
     snprintf(ttl, sizeof(ttl), "%d", id->conf->heartbeat_ttl_ms);
+    sent_us = clock_mono_us();
     reply = script_run(rc, SCRIPT_BEAT, 2, keys, NULL, 4, args, NULL);
     free(value);
     if (reply == NULL)
@@ -350,6 +374,8 @@ int identity_beat(struct identity *id, struct rconn *rc, long inflight)
         return 0;
     }
     rcond_end(&id->beat_refused, "the heartbeat %s is refreshed", id->hb_key);
+    if (reply->integer == 1)
+        atomic_store(&beat_ok_us, sent_us);
     if (reply->integer == 0 && !id->lost) {
         id->lost = true;
         log_err("worker id %s now belongs to another process (this one missed its heartbeats): "

@@ -47,6 +47,14 @@ enum claim_result identity_claim(struct identity *id, struct rconn *rc, const si
 int identity_beat(struct identity *id, struct rconn *rc, long inflight);
 /* Milliseconds between heartbeats: a third of the TTL, so that two may be missed. */
 int identity_beat_interval_ms(const struct identity *id);
+
+/* At-least-once: past this share of heartbeat_ttl since the last heartbeat Redis took, the worker
+ * stops its tasks and puts them back (loop.c), and takes no new ones: once the heartbeat expires
+ * other workers put them back too, and two workers must never run one task at once. The rest
+ * of the TTL is the margin for stopping them. */
+#define FENCE_PERCENT 75
+int64_t identity_beat_ok_us(void);
+bool identity_expiring(const struct config *conf);
 void identity_release(struct identity *id, struct rconn *rc);
 
 #endif

@@ -17,11 +17,13 @@
 #include "jsonmem.h"
 #include "handler.h"
 #include "health.h"
+#include "identity.h"
 #include "log.h"
 #include "taskq.h"
 
 /* libevent allows 256 common timeouts per base; keep a few for later needs. */
 #define COMMON_TIMEOUTS_MAX 240
+#define FENCE_REASON "this worker's heartbeat is expiring: redis has not answered it"
 
 enum stop_mode { STOP_NONE, STOP_DRAIN, STOP_NOW };
 
@@ -62,6 +64,8 @@ struct loop {
     int nslots;
     atomic_size_t nwaiting;
     struct event *tick;                          /* the watchdog's proof of progress */
+    struct event *fence_check;                   /* at-least-once: identity_expiring */
+    bool fenced;
     _Atomic(const struct config *) next_conf; /* a reload waiting to be applied */
 
     struct common_timeout timeouts[COMMON_TIMEOUTS_MAX];
@@ -220,6 +224,44 @@ static void requeue_running(struct loop *loop)
     }
 }
 
+/* The heartbeat is about to expire (identity_expiring): everything this worker holds goes back
+ * now, while it is still the only one that may put it back. Tasks that arrive meanwhile go back
+ * as they come, until a heartbeat gets through again. */
+static void on_fence_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct loop *loop = arg;
+    struct task *t;
+    bool expiring = identity_expiring(loop->conf);
+
+    (void)fd;
+    (void)what;
+    if (expiring == loop->fenced)
+        return;
+    loop->fenced = expiring;
+    if (!expiring) {
+        log_notice("the heartbeat is refreshed again: running tasks again");
+        return;
+    }
+    log_warn("the heartbeat has not reached redis for %.1f s of its %.1f s TTL: stopping %zu "
+             "running task(s) and putting everything this worker holds back at the front of its "
+             "queue, before other workers may take it (no task runs twice at once)",
+             (double)(clock_mono_us() - identity_beat_ok_us()) / 1e6,
+             loop->conf->heartbeat_ttl_ms / 1000.0, loop->nrunning);
+    for (int h = 0; h < loop->nslots; h++)
+        while ((t = pop_waiting(loop, h)) != NULL) {
+            task_set_reason(t, FENCE_REASON);
+            finish(loop, t, OUTCOME_REQUEUED);
+        }
+    while ((t = LIST_FIRST(&loop->running)) != NULL) {
+        handler_ops(t->handler->type)->cancel(loop, t);
+        LIST_REMOVE(t, running);
+        loop->nrunning--;
+        loop->slots[t->slot].running--;
+        task_set_reason(t, FENCE_REASON);
+        finish(loop, t, OUTCOME_REQUEUED);
+    }
+}
+
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct loop *loop = arg;
@@ -268,8 +310,8 @@ static void start_task(struct loop *loop, struct task *t)
     int h;
 
     t->loop = loop;
-    if (loop->stopping != STOP_NONE) {
-        task_set_reason(t, "worker shutting down");
+    if (loop->stopping != STOP_NONE || loop->fenced) {
+        task_set_reason(t, loop->fenced ? FENCE_REASON : "worker shutting down");
         finish(loop, t, OUTCOME_REQUEUED);
         return;
     }
@@ -361,7 +403,9 @@ struct loop *loop_new(const struct config *conf, struct capacity *cap, struct ta
     loop->doorbell = event_new(loop->base, -1, 0, on_doorbell, loop);
     loop->drain_timer = evtimer_new(loop->base, on_drain_timeout, loop);
     loop->tick = event_new(loop->base, -1, EV_PERSIST, on_tick, loop);
-    if (loop->doorbell == NULL || loop->drain_timer == NULL || loop->tick == NULL)
+    loop->fence_check = event_new(loop->base, -1, EV_PERSIST, on_fence_check, loop);
+    if (loop->doorbell == NULL || loop->drain_timer == NULL || loop->tick == NULL ||
+        loop->fence_check == NULL)
         goto fail;
     return loop;
 fail:
@@ -379,6 +423,8 @@ void loop_free(struct loop *loop)
         event_free(loop->drain_timer);
     if (loop->tick != NULL)
         event_free(loop->tick);
+    if (loop->fence_check != NULL)
+        event_free(loop->fence_check);
     if (loop->base != NULL)
         event_base_free(loop->base);
     taskq_destroy(&loop->inbox);
@@ -394,6 +440,13 @@ static void *loop_main(void *arg)
 
     health_beat(THREAD_LOOP);
     evtimer_add(loop->tick, &period);
+    if (loop->conf->delivery == DELIVERY_AT_LEAST_ONCE) {
+        /* A twentieth of the TTL: the fence comes within 5% of its time, well inside the 25%
+         * margin (FENCE_PERCENT). */
+        int fms = loop->conf->heartbeat_ttl_ms / 20;
+        struct timeval every = {fms / 1000, (suseconds_t)(fms % 1000) * 1000};
+        evtimer_add(loop->fence_check, &every);
+    }
 
     if (event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0)
         log_err("loop: event loop failed");

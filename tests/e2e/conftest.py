@@ -6,6 +6,11 @@ import pytest
 from harness import Journald, Qworker, RedisServer, write_config
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "plain_only: run against the plain build only (tests/run-all.sh says why)")
+
+
 @pytest.fixture(scope="session")
 def journald():
     j = Journald().start()
