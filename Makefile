@@ -42,7 +42,7 @@ DEB_BUILD  := gcc make pkg-config libhiredis-dev libevent-dev libconfig-dev libs
 DEB_TEST   := $(DEB_BUILD) libcmocka-dev redis-server redis-tools python3 python3-pytest \
               systemd valgrind procps dpkg-dev lintian binutils util-linux iproute2 \
               groff-base man-db prometheus python3-prometheus-client python3-yaml \
-              chromium
+              chromium stunnel4 openssl
 DEB_DEMO   := $(DEB_BUILD) redis-server redis-tools procps
 DEB_DEB    := $(DEB_BUILD) build-essential debhelper dpkg-dev devscripts lintian binutils
 DEB_FUZZ   := clang-14 libfuzzer-14-dev
@@ -143,10 +143,21 @@ install: all
 	install -D -m 0755 $(BUILD)/qworkerctl $(DESTDIR)$(sbindir)/qworkerctl
 	install -D -m 0755 $(BUILD)/qworker-run $(DESTDIR)$(libexecdir)/qworker/qworker-run
 	install -d $(DESTDIR)$(unitdir)
-	for u in qworker.service qworker@.service; do \
+	for u in qworker.service qworker@.service qworker-redis-tls.service; do \
 	    sed -e 's|/usr/sbin/qworker|$(sbindir)/qworker|' -e 's|/etc/qworker/|$(sysconfdir)/qworker/|g' \
 	        packaging/$$u > $(DESTDIR)$(unitdir)/$$u && chmod 0644 $(DESTDIR)$(unitdir)/$$u; \
 	done
+	install -D -m 0644 packaging/stunnel/qworker@.service-dropin.conf \
+	    $(DESTDIR)$(unitdir)/qworker@.service.d/qworker-redis-tls.conf
+	@# The TLS tunnel's stunnel configuration (qworker-redis-tls.service, not enabled): the pristine
+	@# copy in the examples, like worker.conf's; in /etc only if none is there, to be edited.
+	install -d $(DESTDIR)$(docdir)/examples
+	sed -e 's|/etc/qworker/|$(sysconfdir)/qworker/|g' -e 's|/usr/share/doc/qworker/|$(docdir)/|g' \
+	    packaging/stunnel/qworker-redis-tls.conf > $(DESTDIR)$(docdir)/examples/qworker-redis-tls.conf
+	chmod 0644 $(DESTDIR)$(docdir)/examples/qworker-redis-tls.conf
+	[ -e $(DESTDIR)$(sysconfdir)/qworker/tls/stunnel.conf ] || \
+	    install -D -m 0644 $(DESTDIR)$(docdir)/examples/qworker-redis-tls.conf \
+	        $(DESTDIR)$(sysconfdir)/qworker/tls/stunnel.conf
 	install -D -m 0644 packaging/man/qworker.8 $(DESTDIR)$(mandir)/man8/qworker.8
 	install -D -m 0644 packaging/man/qworkerctl.8 $(DESTDIR)$(mandir)/man8/qworkerctl.8
 	install -D -m 0644 packaging/completion/qworkerctl \

@@ -40,7 +40,8 @@ static void outage_begin(struct rconn *r, const char *why)
     pthread_mutex_unlock(&outage_mu);
 }
 
-static void outage_end(struct rconn *r)
+/* quiet: the connection is closed, not back: it leaves the outage without saying it ended. */
+static void outage_end(struct rconn *r, bool quiet)
 {
     char addr[300];
 
@@ -48,7 +49,7 @@ static void outage_end(struct rconn *r)
         return;
     r->down = false;
     pthread_mutex_lock(&outage_mu);
-    if (--outage_conns == 0)
+    if (--outage_conns == 0 && !quiet)
         log_notice("redis %s reachable again after %.1f s", redis_addr(r->conf, addr, sizeof(addr)),
                    (double)(clock_mono_us() - outage_start_us) / 1e6);
     pthread_mutex_unlock(&outage_mu);
@@ -76,6 +77,19 @@ bool reply_means_reconnect(const redisReply *reply)
     return reply->type == REDIS_REPLY_ERROR && reply_class(reply, 0) == RC_RECONNECT;
 }
 
+/* A connection accepted, then closed before any reply: not what a Redis does (it answers an
+ * error instead), but what a proxy or TLS tunnel in front of it does when it cannot get
+ * through. Said so, since the tunnel's own log has the reason. */
+static const char *closed_hint(const redisContext *c)
+{
+    if (c->err == REDIS_ERR_EOF ||
+        (c->err == REDIS_ERR_IO && strstr(c->errstr, strerror(ECONNRESET)) != NULL))
+        return "; the connection was accepted, then closed before any reply: a proxy or TLS "
+               "tunnel in front of Redis may be refusing it (see its log, e.g. journalctl -u "
+               "qworker-redis-tls)";
+    return "";
+}
+
 /* Runs a set-up command; 0 if it answered without error. */
 static int setup_command(redisContext *c, char *err, size_t errlen, const char *what, int argc,
                          const char **argv)
@@ -83,7 +97,8 @@ static int setup_command(redisContext *c, char *err, size_t errlen, const char *
     redisReply *reply = redisCommandArgv(c, argc, argv, NULL);
 
     if (reply == NULL) {
-        snprintf(err, errlen, "%s: %s", what, c->errstr[0] ? c->errstr : "connection lost");
+        snprintf(err, errlen, "%s: %s%s", what, c->errstr[0] ? c->errstr : "connection lost",
+                 closed_hint(c));
         return -1;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -265,7 +280,7 @@ static void back_off(struct rconn *r)
 
 int rconn_try(struct rconn *r)
 {
-    char err[256], name[64];
+    char err[512], name[64];
     redisReply *reply;
 
     if (r->c != NULL && moved(r))
@@ -295,9 +310,10 @@ int rconn_try(struct rconn *r)
         reply = NULL;
         if (redisGetReply(r->c, (void **)&reply) != REDIS_OK ||
             reply->type != REDIS_REPLY_INTEGER) {
-            snprintf(err, sizeof(err), "%s: %s", i == 0 ? "CLIENT ID" : "DBSIZE",
+            snprintf(err, sizeof(err), "%s: %s%s", i == 0 ? "CLIENT ID" : "DBSIZE",
                      reply ? (reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply")
-                           : r->c->errstr);
+                           : r->c->errstr,
+                     reply ? "" : closed_hint(r->c));
             if (reply != NULL)
                 freeReplyObject(reply);
             rconn_lost(r, err);
@@ -312,7 +328,7 @@ int rconn_try(struct rconn *r)
         atomic_fetch_add_explicit(&reconnects, 1, memory_order_relaxed);
     r->connected_once = true;
     log_debug("%s: connected to redis (client id %lld)", r->role, r->client_id);
-    outage_end(r);
+    outage_end(r, false);
     return 0;
 }
 
@@ -327,7 +343,7 @@ int rconn_wait_ms(struct rconn *r)
 
 void rconn_lost(struct rconn *r, const char *why)
 {
-    char reason[256];
+    char reason[512];
     bool fresh = clock_mono_us() - r->connected_us < STALE_AFTER_US;
 
     snprintf(reason, sizeof(reason), "%s", why); /* why may live in the context freed below */
@@ -356,7 +372,7 @@ void rconn_close(struct rconn *r)
     if (r->c != NULL)
         redisFree(r->c);
     r->c = NULL;
-    outage_end(r);
+    outage_end(r, true);
 }
 
 static redisReply *checked(struct rconn *r, redisReply *reply)
