@@ -30,6 +30,7 @@ N_EXEC = 2_000 if QUICK else 10_000
 N_LATE = 100_000
 N_PICKUP = 300 if QUICK else 1000
 N_SOAK = 1_000_000 if QUICK else 10_000_000
+N_SHARD = 200_000 if QUICK else 1_000_000
 SOAK_EARLY = N_SOAK // 10
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -91,11 +92,12 @@ class Bench:
         self.redis = RedisServer(workdir).start()
         self.n = 0
 
-    def worker(self, flush=True, **config):
+    def worker(self, flush=True, server=None, **config):
         self.n += 1
+        server = server or self.redis
         if flush:
-            self.redis("FLUSHALL")
-        path = write_config(os.path.join(self.workdir, f"w{self.n}.conf"), self.redis.port,
+            server("FLUSHALL")
+        path = write_config(os.path.join(self.workdir, f"w{self.n}.conf"), server.port,
                             **config)
         q = Qworker(path, self.workdir, f"w{self.n}").start()
         try:
@@ -130,6 +132,34 @@ def noop_throughput(b, delivery, piped):
     finally:
         if q:
             b.stop(q)
+
+
+def shards_throughput(b, nshards):
+    """No-op tasks a second over nshards independent Redis servers, one qworker each (as
+    qworker@NAME instances would run, one per server): every task pushed first, the rate
+    counted from the moment every worker is ready to the last task recorded."""
+    servers = [b.redis] + [RedisServer(b.workdir).start() for _ in range(nshards - 1)]
+    workers = []
+    per = N_SHARD // nshards
+    try:
+        for r in servers:
+            r("FLUSHALL")
+            push_many(r, "0", per)
+        for r in servers:
+            workers.append(b.worker(flush=False, server=r,
+                                    worker={"concurrency": 10000, "fetch_batch": 1000,
+                                            "id": f"shard-{r.port}"},
+                                    log={"target": "stderr", "level": "notice"}))
+        t0 = time.monotonic()
+        done0 = sum(stats(r, "succeeded") for r in servers)
+        wait_for(lambda: all(stats(r, "succeeded") >= per for r in servers), 120,
+                 "every shard's tasks", interval=0.005)
+        return (per * nshards - done0) / (time.monotonic() - t0)
+    finally:
+        for q in workers:
+            b.stop(q)
+        for r in servers[1:]:
+            r.stop()
 
 
 def rss_mb(pid):
@@ -375,6 +405,11 @@ def main():
             row(f"soak, {N_SOAK:,} no-op tasks: RSS at {SOAK_EARLY:,} -> at {N_SOAK:,}",
                 f"{early:.1f} -> {late:.1f}", "MB", "within 5%", late <= early * 1.05,
                 note=f"({rate:,.0f} tasks/s over the whole soak)")
+            one = shards_throughput(b, 1)
+            two = shards_throughput(b, 2)
+            row(f"sharding: {N_SHARD:,} no-op tasks over 2 Redis + 2 qworkers", f"{two:,.0f}",
+                "tasks/s", "> 1 Redis + 1 qworker", two > one,
+                note=f"(one Redis + one qworker, same run: {one:,.0f}/s; x{two / one:.2f})")
             ceiling = spawn_ceiling()
             rate, zombies = exec_true(b)
             row(f"exec /bin/true x {N_EXEC:,}", f"{rate:,.0f}", "tasks/s", ">= 2,000/s, no zombie",
