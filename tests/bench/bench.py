@@ -348,6 +348,12 @@ def write_markdown(piped, plain, started):
               "- soak: 10,000,000 no-op tasks through one at-least-once daemon, pushed in ten "
               "rounds of a million (each pushed while the one before runs); resident memory "
               "(VmRSS) once the first million have succeeded and after the last.",
+              "- sharding: the same no-op workload as the first row (at-least-once), 1,000,000 "
+              "tasks split evenly over N independent redis-servers with one qworker each (as "
+              "`qworker@NAME` instances would run); from every worker ready to the last task "
+              "recorded on every server; N = 1, then 2, in the same run. On these 2 cores the "
+              "four processes share two CPUs, so the gain is below 2x: a machine with a core per "
+              "process would get more.",
               "- exec: 10,000 tasks of `/bin/true` (concurrency 64) from the first push to the "
               "last success; then `ps --ppid` for zombies. The ceiling beside it is "
               "`build/spawn_ceiling`: one process per core doing nothing but posix_spawn and "
