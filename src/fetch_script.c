@@ -605,6 +605,10 @@ static void script_idle(void *state)
 
         if (w->outstanding && now - w->sent_us > limit_us)
             waiter_lost(s, w, "no reply to BLMOVE within its block time");
+        /* The master moved: rconn_try leaves this connection, and what was sent on it will
+         * never be answered on the next one. What its fetch may have moved is rescued. */
+        if (w->outstanding && rconn_moved(&w->rc))
+            waiter_drop(s, w);
         if (!w->outstanding && w->hold_until_us > now) {
             /* Not waited on now: come back when the hold ends. */
             if (w->hold_until_us - now < wait_us)

@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* A set of 64-bit keys (the ids are 16 hex digits): open addressing with linear probing and
  * deletion by backward shift, so that no tombstones pile up under a steady stream of tasks. Key
@@ -20,9 +21,20 @@ void held_enable(void)
     atomic_store(&enabled, true);
 }
 
+/* The id's 64 bits, or 0 for anything but 16 hex digits (never held: a field some other
+ * program left in the hash is put back, not taken for one of ours). */
 static uint64_t key_of(const char *id)
 {
-    return strtoull(id, NULL, 16);
+    uint64_t k = 0;
+
+    for (int i = 0; i < 16; i++) {
+        char ch = id[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (v < 0)
+            return 0;
+        k = k << 4 | (uint64_t)v;
+    }
+    return id[16] == '\0' ? k : 0;
 }
 
 static size_t home(uint64_t k)
@@ -114,7 +126,8 @@ bool held_has(const char *id)
     bool found;
 
     pthread_mutex_lock(&mu);
-    found = k == 0 ? zero_held : cap > 0 && slots[find(k)] == k;
+    found = k == 0 ? zero_held && strcmp(id, "0000000000000000") == 0
+                   : cap > 0 && slots[find(k)] == k;
     pthread_mutex_unlock(&mu);
     return found;
 }

@@ -379,7 +379,8 @@ int identity_beat(struct identity *id, struct rconn *rc, long inflight)
     if (reply->integer == 0 && !id->lost) {
         id->lost = true;
         log_err("worker id %s now belongs to another process (this one missed its heartbeats): "
-                "its tasks may run twice; restart one of them with another worker.id",
+                "its tasks may run twice; at-least-once, this one runs nothing while the other "
+                "holds the id; restart one of them with another worker.id",
                 id->conf->worker_id);
     }
     freeReplyObject(reply);

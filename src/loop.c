@@ -227,14 +227,11 @@ static void requeue_running(struct loop *loop)
 /* The heartbeat is about to expire (identity_expiring): everything this worker holds goes back
  * now, while it is still the only one that may put it back. Tasks that arrive meanwhile go back
  * as they come, until a heartbeat gets through again. */
-static void on_fence_check(evutil_socket_t fd, short what, void *arg)
+static void fence_update(struct loop *loop)
 {
-    struct loop *loop = arg;
     struct task *t;
     bool expiring = identity_expiring(loop->conf);
 
-    (void)fd;
-    (void)what;
     if (expiring == loop->fenced)
         return;
     loop->fenced = expiring;
@@ -260,6 +257,13 @@ static void on_fence_check(evutil_socket_t fd, short what, void *arg)
         task_set_reason(t, FENCE_REASON);
         finish(loop, t, OUTCOME_REQUEUED);
     }
+}
+
+static void on_fence_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fence_update(arg);
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -310,6 +314,8 @@ static void start_task(struct loop *loop, struct task *t)
     int h;
 
     t->loop = loop;
+    if (loop->fenced)
+        fence_update(loop); /* lifted the moment a heartbeat got through, as the consumer sees */
     if (loop->stopping != STOP_NONE || loop->fenced) {
         task_set_reason(t, loop->fenced ? FENCE_REASON : "worker shutting down");
         finish(loop, t, OUTCOME_REQUEUED);

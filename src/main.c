@@ -139,7 +139,7 @@ static int start_threads(struct daemon *d)
     }
     if (d->monitor != NULL && monitor_start(d->monitor, d) < 0)
         return unwind(d, "monitor");
-    if (sentinel_watch_start(&d->conf->redis) < 0)
+    if (sentinel_watch_start(&d->conf->redis, redis_probe_master) < 0)
         return unwind(d, "sentinel");
     if (consumer_start(d->consumer) < 0)
         return unwind(d, "consumer");

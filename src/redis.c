@@ -218,6 +218,16 @@ static int try_master(const char *host, int port, void *ctx, char *err, size_t e
     return 0;
 }
 
+int redis_probe_master(const char *host, int port, void *conf, char *err, size_t errlen)
+{
+    struct master_try t = {.conf = conf, .name = "qworker-probe"};
+
+    if (try_master(host, port, &t, err, errlen) < 0)
+        return -1;
+    redisFree(t.c);
+    return 0;
+}
+
 /* A connection to the master the sentinels name; its address's generation in *gen. */
 static redisContext *connect_master(const struct redis_conf *conf, const char *name,
                                     int64_t since_us, uint64_t *gen, char *err, size_t errlen)
@@ -238,9 +248,7 @@ redisContext *redis_connect(const struct redis_conf *conf, const char *name, cha
     return connect_at(conf, NULL, 0, name, err, errlen);
 }
 
-/* The master moved (sentinel) since this connection was made: it is to a server that is no
- * longer the master, or soon will not be. */
-static bool moved(const struct rconn *r)
+bool rconn_moved(const struct rconn *r)
 {
     return r->conf->sentinel.master != NULL && sentinel_generation() != r->gen;
 }
@@ -283,7 +291,7 @@ int rconn_try(struct rconn *r)
     char err[512], name[64];
     redisReply *reply;
 
-    if (r->c != NULL && moved(r))
+    if (r->c != NULL && rconn_moved(r))
         leave_old_master(r);
     if (r->c != NULL)
         return 0;
@@ -394,7 +402,7 @@ static redisReply *checked(struct rconn *r, redisReply *reply)
 
 redisReply *rconn_command(struct rconn *r, int argc, const char **argv, const size_t *lens)
 {
-    if (r->c != NULL && moved(r))
+    if (r->c != NULL && rconn_moved(r))
         leave_old_master(r);
     if (r->c == NULL)
         return NULL;

@@ -46,6 +46,12 @@ redisReply *rconn_command(struct rconn *r, int argc, const char **argv, const si
 /* Reads one reply of a pipelined command, with the same rules. */
 redisReply *rconn_reply(struct rconn *r);
 bool reply_means_reconnect(const redisReply *reply);
+/* Sentinel: the master moved since this connection was made; it is to a server that is no
+ * longer the master, or soon will not be (rconn_try and rconn_command then leave it). */
+bool rconn_moved(const struct rconn *r);
+/* sentinel_try_fn for the +switch-master listener: whether host:port is the master (conf is the
+ * redis_conf); the connection made to ask is closed. */
+int redis_probe_master(const char *host, int port, void *conf, char *err, size_t errlen);
 
 /* Whether Redis refuses to record finished tasks now (the reporter says so): the consumer takes
  * no new task meanwhile. */

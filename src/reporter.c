@@ -40,6 +40,9 @@
 #define SCHEDULE_CHECK_US (2 * 1000000LL)
 #define SCHEDULE_BATCH "1000"
 
+/* Fields of the in-flight hash looked at per round trip when reconciling after a failover. */
+#define RECONCILE_PAGE 1000
+
 #define LATE_STEP_US 100
 #define LATE_BUCKETS 1000 /* up to 100 ms */
 
@@ -437,58 +440,72 @@ static void move_due_if_due(struct reporter *rp)
     freeReplyObject(reply);
 }
 
-/* Puts back ids of the new master's in-flight hash that this worker does not hold: their
- * completion (or their retry, or their requeue) was recorded on the old master and did not
- * reach the replica before it took over. They run again: at-least-once. 0 when done. */
-static int put_back_unheld(struct reporter *rp, const redisReply *keys_reply)
+/* Puts back, in one rescue call, the ids among keys (an HSCAN page: field, value, ...) that
+ * this worker does not hold: their completion (or retry, or requeue) was recorded on the old
+ * master and never reached the replica that took over. They run again: at-least-once. The
+ * number put back, or -1. */
+static long long put_back_unheld(struct reporter *rp, const redisReply *page)
 {
     const char *keys[] = {rp->id->inflight_key, rp->dead_key};
-    const char **args = malloc((keys_reply->elements + 1) * sizeof(*args));
+    const char *args[RECONCILE_PAGE];
     redisReply *reply;
-    int n = 0, rc = 0;
+    long long n = 0, put = 0;
 
-    if (args == NULL)
-        return -1;
-    for (size_t i = 0; i < keys_reply->elements; i++) {
-        const redisReply *e = keys_reply->element[i];
-        if (e->type == REDIS_REPLY_STRING && e->len == TASK_ID_LEN && !held_has(e->str))
+    for (size_t i = 0; i + 1 < page->elements && n < RECONCILE_PAGE; i += 2) {
+        const redisReply *e = page->element[i];
+        if (e->type == REDIS_REPLY_STRING && !held_has(e->str))
             args[n++] = e->str;
     }
-    if (n > 0) {
-        reply = script_run(&rp->rc, SCRIPT_RESCUE, 2, keys, NULL, n, args, NULL);
-        if (reply == NULL || reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK || !wire_count(reply))
-            rc = -1;
-        else if (reply->integer > 0)
-            log_warn("%lld task(s) in this worker's in-flight hash on the new master had ended "
-                     "here, but their record reached only the old master (replication is "
-                     "asynchronous): put back at the front of their queues, they run again",
-                     reply->integer);
-        if (reply != NULL)
-            freeReplyObject(reply);
-    }
-    free(args);
-    return rc;
+    if (n == 0)
+        return 0;
+    reply = script_run(&rp->rc, SCRIPT_RESCUE, 2, keys, NULL, (int)n, args, NULL);
+    if (reply == NULL)
+        return -1;
+    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK || !wire_count(reply))
+        put = -1;
+    else
+        put = reply->integer;
+    freeReplyObject(reply);
+    return put;
 }
 
-/* After a failover (Sentinel): reconciles this worker's in-flight hash on the new master with
- * what it holds, once per move. */
+/* After a failover (Sentinel), and at the first connection (a failover may have come between
+ * the start-up's put-back and it): reconciles this worker's in-flight hash with what it holds,
+ * a page at a time, once per master. */
 static void reconcile_if_moved(struct reporter *rp)
 {
-    const char *argv[] = {"HKEYS", rp->id->inflight_key};
-    redisReply *reply;
+    char cursor[32] = "0", count[16];
+    long long total = 0;
 
     if (rp->rc.c == NULL || rp->rc.gen == rp->master_gen)
         return;
-    if (rp->master_gen == 0) { /* the first master: nothing was held before it */
-        rp->master_gen = rp->rc.gen;
-        return;
-    }
-    reply = rconn_command(&rp->rc, 2, argv, NULL);
-    if (reply == NULL)
-        return;
-    if (reply->type == REDIS_REPLY_ARRAY && put_back_unheld(rp, reply) == 0)
-        rp->master_gen = rp->rc.gen;
-    freeReplyObject(reply);
+    snprintf(count, sizeof(count), "%d", RECONCILE_PAGE / 2);
+    do {
+        const char *argv[] = {"HSCAN", rp->id->inflight_key, cursor, "COUNT", count};
+        redisReply *reply = rconn_command(&rp->rc, 5, argv, NULL);
+        long long put;
+        if (reply == NULL)
+            return;
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            reply->element[0]->type != REDIS_REPLY_STRING ||
+            reply->element[0]->len >= sizeof(cursor) ||
+            reply->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(reply);
+            return; /* tried again at the next round */
+        }
+        snprintf(cursor, sizeof(cursor), "%s", reply->element[0]->str);
+        put = put_back_unheld(rp, reply->element[1]);
+        freeReplyObject(reply);
+        if (put < 0)
+            return;
+        total += put;
+    } while (strcmp(cursor, "0") != 0);
+    if (total > 0)
+        log_warn("%lld task(s) in this worker's in-flight hash on the new master had ended here, "
+                 "but their record reached only the old master (replication is asynchronous): "
+                 "put back at the front of their queues, they run again",
+                 total);
+    rp->master_gen = rp->rc.gen;
 }
 
 static void beat_if_due(struct reporter *rp)

@@ -1,6 +1,7 @@
 #include "sentinel.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,16 +20,40 @@
 #define WATCH_RETRY_US 1000000
 #define SENTINEL_TIMEOUT_MAX_MS 1000 /* a silent sentinel must not hold a failover up */
 
-/* The master as last found or announced. resolve_mu also makes resolutions one at a time: the
- * threads that lose their connections together ask the sentinels once, not once each. */
+/* The master as last found. addr_mu guards these few fields and is held only to copy them;
+ * resolve_mu makes resolutions one at a time (the threads that lose their connections together
+ * ask the sentinels once, not once each) and is held across their I/O, never while addr_mu is
+ * wanted by anyone who holds another lock (redis_addr, under outage_mu, takes only addr_mu). */
 static pthread_mutex_t resolve_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t addr_mu = PTHREAD_MUTEX_INITIALIZER;
 static char cur_host[256];
 static int cur_port;
 static int64_t cur_learned_us; /* monotonic */
 static atomic_uint_fast64_t generation; /* 0: no master known yet */
+/* The last resolution (resolve_mu): when it began, and why it failed if it did, so that the
+ * threads that waited for it take its answer rather than ask again. */
+static int64_t last_try_us;
+static char last_err[512];
 /* What each sentinel last said, so that a sentinel down or stale is logged when that begins and
- * ends, not at every resolution. "" while it answers and agrees. */
+ * ends, not at every resolution. "" while it answers and agrees (resolve_mu). */
 static char sentinel_state[SENTINELS_MAX][400];
+
+struct master_at {
+    char host[256];
+    int port;
+    int64_t learned_us;
+    uint64_t gen;
+};
+
+static void current(struct master_at *m)
+{
+    pthread_mutex_lock(&addr_mu);
+    snprintf(m->host, sizeof(m->host), "%s", cur_host);
+    m->port = cur_port;
+    m->learned_us = cur_learned_us;
+    m->gen = atomic_load(&generation);
+    pthread_mutex_unlock(&addr_mu);
+}
 
 static int cmp_answers(const void *a, const void *b)
 {
@@ -69,12 +94,13 @@ uint64_t sentinel_generation(void)
 
 const char *sentinel_describe(const struct redis_conf *conf, char *buf, size_t len)
 {
-    pthread_mutex_lock(&resolve_mu);
-    if (atomic_load(&generation) == 0)
+    struct master_at m = {.port = 0};
+
+    current(&m);
+    if (m.gen == 0)
         snprintf(buf, len, "%s (sentinel), not found yet", conf->sentinel.master);
     else
-        snprintf(buf, len, "%s (sentinel) at %s:%d", conf->sentinel.master, cur_host, cur_port);
-    pthread_mutex_unlock(&resolve_mu);
+        snprintf(buf, len, "%s (sentinel) at %s:%d", conf->sentinel.master, m.host, m.port);
     return buf;
 }
 
@@ -82,6 +108,55 @@ static struct timeval tv_ms(int ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     return tv;
+}
+
+static int64_t sentinel_deadline(const struct redis_conf *conf)
+{
+    int ms = conf->command_timeout_ms < SENTINEL_TIMEOUT_MAX_MS ? conf->command_timeout_ms
+                                                                : SENTINEL_TIMEOUT_MAX_MS;
+    return clock_mono_us() + (int64_t)ms * 1000;
+}
+
+/* A command and its whole reply within the deadline: SO_RCVTIMEO bounds each read, and a
+ * sentinel that dribbles a byte a second would otherwise hold a resolution (and every thread
+ * waiting for it) as long as it likes. NULL with the reason in err. */
+static redisReply *command_within(redisContext *c, int64_t deadline_us, char *err, size_t errlen,
+                                  const char *fmt, ...)
+{
+    void *reply = NULL;
+    int done = 0;
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (redisvAppendCommand(c, fmt, ap) != REDIS_OK) {
+        va_end(ap);
+        snprintf(err, errlen, "%s", c->errstr);
+        return NULL;
+    }
+    va_end(ap);
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            snprintf(err, errlen, "%s", c->errstr);
+            return NULL;
+        }
+    for (;;) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int64_t left = deadline_us - clock_mono_us();
+        if (redisGetReplyFromReader(c, &reply) != REDIS_OK) {
+            snprintf(err, errlen, "%s", c->errstr);
+            return NULL;
+        }
+        if (reply != NULL)
+            return reply;
+        if (left <= 0 || poll(&pfd, 1, (int)((left + 999) / 1000)) == 0) {
+            snprintf(err, errlen, "no whole reply within %d ms", SENTINEL_TIMEOUT_MAX_MS);
+            return NULL;
+        }
+        if (redisBufferRead(c) != REDIS_OK) {
+            snprintf(err, errlen, "%s", c->errstr);
+            return NULL;
+        }
+    }
 }
 
 /* A connection to sentinel i, authenticated; NULL with the reason in err. */
@@ -93,6 +168,7 @@ static redisContext *sentinel_connect(const struct redis_conf *conf, int i, char
                                                                 : SENTINEL_TIMEOUT_MAX_MS;
     redisContext *c = redisConnectWithTimeout(s->hosts[i], s->ports[i], tv_ms(ms));
     redisReply *r;
+    char why[256];
 
     if (c == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -109,12 +185,16 @@ static redisContext *sentinel_connect(const struct redis_conf *conf, int i, char
         snprintf(err, errlen, "setting a timeout: %s", c->errstr);
         goto fail;
     }
+    if (conf->sentinel.hosts[i][0] != '/')
+        redisEnableKeepAlive(c); /* a subscription that goes half-open is noticed */
     if (s->password == NULL)
         return c;
-    r = s->username ? redisCommand(c, "AUTH %s %s", s->username, s->password)
-                    : redisCommand(c, "AUTH %s", s->password);
+    r = s->username ? command_within(c, sentinel_deadline(conf), why, sizeof(why), "AUTH %s %s",
+                                     s->username, s->password)
+                    : command_within(c, sentinel_deadline(conf), why, sizeof(why), "AUTH %s",
+                                     s->password);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "AUTH: %s", r ? r->str : c->errstr);
+        snprintf(err, errlen, "AUTH: %.200s", r ? r->str : why);
         if (r != NULL)
             freeReplyObject(r);
         goto fail;
@@ -143,19 +223,32 @@ static void sentinel_say(const struct redis_conf *conf, int i, const char *now)
     snprintf(was, sizeof(sentinel_state[0]), "%s", now);
 }
 
+/* "6379": 1 to 65535 and nothing else, or -1. */
+static int parse_port(const char *text)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(text, &end, 10);
+    return errno == 0 && end != text && *end == '\0' && n >= 1 && n <= 65535 ? (int)n : -1;
+}
+
 /* Asks sentinel i where the master is: 0 with the answer, or -1 with why not in err. */
 static int ask_one(const struct redis_conf *conf, int i, struct sentinel_answer *out, char *err,
                    size_t errlen)
 {
     redisContext *c = sentinel_connect(conf, i, err, errlen);
     redisReply *r;
+    char why[256];
     int rc = -1;
 
     if (c == NULL)
         return -1;
-    r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", conf->sentinel.master);
+    r = command_within(c, sentinel_deadline(conf), why, sizeof(why),
+                       "SENTINEL get-master-addr-by-name %s", conf->sentinel.master);
     if (r == NULL)
-        snprintf(err, errlen, "SENTINEL get-master-addr-by-name: %s", c->errstr);
+        snprintf(err, errlen, "SENTINEL get-master-addr-by-name: %.200s", why);
     else if (r->type == REDIS_REPLY_ERROR)
         snprintf(err, errlen, "SENTINEL get-master-addr-by-name: %s", r->str);
     else if (r->type == REDIS_REPLY_NIL)
@@ -163,7 +256,8 @@ static int ask_one(const struct redis_conf *conf, int i, struct sentinel_answer 
     else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
              r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING ||
              r->element[0]->len == 0 || r->element[0]->len >= sizeof(out->host) ||
-             (out->port = atoi(r->element[1]->str)) < 1 || out->port > 65535)
+             strlen(r->element[0]->str) != r->element[0]->len ||
+             (out->port = parse_port(r->element[1]->str)) < 0)
         snprintf(err, errlen, "an answer to SENTINEL get-master-addr-by-name that is not "
                               "(host, port)");
     else {
@@ -176,23 +270,31 @@ static int ask_one(const struct redis_conf *conf, int i, struct sentinel_answer 
     return rc;
 }
 
-/* Records where the master is; under resolve_mu. */
+/* Records where the master is (the caller holds resolve_mu). */
 static uint64_t settle(const struct redis_conf *conf, const char *host, int port, const char *how)
 {
-    uint64_t gen = atomic_load(&generation);
+    uint64_t gen;
+    char was[sizeof(cur_host)];
+    int was_port;
 
+    pthread_mutex_lock(&addr_mu);
+    gen = atomic_load(&generation);
+    snprintf(was, sizeof(was), "%s", cur_host);
+    was_port = cur_port;
     if (gen == 0 || cur_port != port || strcmp(cur_host, host) != 0) {
-        if (gen == 0)
-            log_notice("redis master %s is at %s:%d (%s)", conf->sentinel.master, host, port, how);
-        else
-            log_notice("redis master %s moved from %s:%d to %s:%d (%s): every connection "
-                       "follows",
-                       conf->sentinel.master, cur_host, cur_port, host, port, how);
-        snprintf(cur_host, sizeof(cur_host), "%s", host);
+        snprintf(cur_host, sizeof(cur_host), "%.255s", host);
         cur_port = port;
         atomic_store(&generation, ++gen);
+    } else {
+        was_port = -1; /* unchanged: nothing to say */
     }
     cur_learned_us = clock_mono_us();
+    pthread_mutex_unlock(&addr_mu);
+    if (was_port == 0)
+        log_notice("redis master %s is at %s:%d (%s)", conf->sentinel.master, host, port, how);
+    else if (was_port > 0)
+        log_notice("redis master %s moved from %s:%d to %s:%d (%s): every connection follows",
+                   conf->sentinel.master, was, was_port, host, port, how);
     return gen;
 }
 
@@ -221,12 +323,24 @@ static uint64_t ask_and_try(const struct redis_conf *conf, sentinel_try_fn try, 
         return 0;
     }
     distinct = sentinel_rank(answers, n);
+    /* An address most of the sentinels that answered agree on is the only one tried: one
+     * sentinel alone (stale, misconfigured or lying) never moves the worker while a majority
+     * says otherwise; if that address is not the master yet, the next attempt asks again.
+     * Without a majority (a split, two sentinels disagreeing) every answer is tried, and ROLE
+     * decides. */
+    if (answers[0].votes * 2 > n)
+        distinct = 1;
+    else if (distinct > 1)
+        log_warn("the sentinels of master %s disagree, none by a majority: trying each address "
+                 "they give, the master (ROLE) wins",
+                 s->master);
     for (int k = 0; k < distinct; k++) {
         const struct sentinel_answer *a = &answers[k];
         char where[300];
         if (try(a->host, a->port, ctx, why, sizeof(why)) < 0) {
-            off += (size_t)snprintf(tried + off, off < sizeof(tried) ? sizeof(tried) - off : 0,
-                                    "%s%s:%d %s", off ? "; " : "", a->host, a->port, why);
+            if (off < sizeof(tried))
+                off += (size_t)snprintf(tried + off, sizeof(tried) - off, "%s%s:%d %s",
+                                        off ? "; " : "", a->host, a->port, why);
             continue;
         }
         snprintf(where, sizeof(where), "%.255s:%d", a->host, a->port);
@@ -252,19 +366,33 @@ static uint64_t ask_and_try(const struct redis_conf *conf, sentinel_try_fn try, 
 uint64_t sentinel_resolve(const struct redis_conf *conf, int64_t since_us, sentinel_try_fn try,
                           void *ctx, char *err, size_t errlen)
 {
-    uint64_t gen = 0;
-    char host[sizeof(cur_host)];
-    int port;
+    struct master_at m = {.port = 0};
+    uint64_t gen;
+    int64_t start;
 
-    pthread_mutex_lock(&resolve_mu);
-    if (atomic_load(&generation) != 0 && cur_learned_us > since_us) {
-        snprintf(host, sizeof(host), "%s", cur_host);
-        port = cur_port;
-        if (try(host, port, ctx, err, errlen) == 0)
-            gen = atomic_load(&generation);
+    /* The master known since this connection was lost: tried with no lock held. */
+    current(&m);
+    if (m.gen != 0 && m.learned_us > since_us) {
+        if (try(m.host, m.port, ctx, err, errlen) == 0)
+            return m.gen;
+        since_us = clock_mono_us();
     }
-    if (gen == 0)
-        gen = ask_and_try(conf, try, ctx, err, errlen);
+    pthread_mutex_lock(&resolve_mu);
+    if (last_try_us > since_us) {
+        /* Another thread resolved while this one waited: its answer is as fresh as needed. */
+        pthread_mutex_unlock(&resolve_mu);
+        current(&m);
+        if (m.gen != 0 && m.learned_us >= since_us)
+            return try(m.host, m.port, ctx, err, errlen) == 0 ? m.gen : 0;
+        pthread_mutex_lock(&resolve_mu);
+        snprintf(err, errlen, "%s", last_err[0] ? last_err : "no master found");
+        pthread_mutex_unlock(&resolve_mu);
+        return 0;
+    }
+    start = clock_mono_us();
+    gen = ask_and_try(conf, try, ctx, err, errlen);
+    last_try_us = start;
+    snprintf(last_err, sizeof(last_err), "%s", gen == 0 ? err : "");
     pthread_mutex_unlock(&resolve_mu);
     return gen;
 }
@@ -272,12 +400,15 @@ uint64_t sentinel_resolve(const struct redis_conf *conf, int64_t since_us, senti
 /* The watcher: one subscribed connection per sentinel that is up. */
 static struct {
     const struct redis_conf *conf;
+    sentinel_try_fn probe;
     pthread_t thread;
     bool running;
     atomic_bool stop;
     redisContext *subs[SENTINELS_MAX];
     int64_t retry_us[SENTINELS_MAX];
 } watch;
+
+static void drain(int i, bool wait);
 
 static void subscribe(int i)
 {
@@ -288,7 +419,8 @@ static void subscribe(int i)
     watch.retry_us[i] = clock_mono_us() + WATCH_RETRY_US;
     if (c == NULL)
         return;
-    r = redisCommand(c, "SUBSCRIBE +switch-master");
+    r = command_within(c, sentinel_deadline(watch.conf), err, sizeof(err),
+                       "SUBSCRIBE +switch-master");
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         if (r != NULL)
             freeReplyObject(r);
@@ -297,36 +429,43 @@ static void subscribe(int i)
     }
     freeReplyObject(r);
     watch.subs[i] = c;
+    drain(i, false); /* an announcement read along with the confirmation */
 }
 
-/* "+switch-master" says "<name> <old ip> <old port> <new ip> <new port>". */
+/* "+switch-master" says "<name> <old ip> <old port> <new ip> <new port>". One sentinel's word
+ * is not enough to move every connection: it starts a resolution, in which the sentinels vote
+ * and ROLE has the last word (a connection to the new master is made and dropped to check). */
 static void announced(int i, const redisReply *r)
 {
     const struct redis_conf *conf = watch.conf;
-    char name[256], old_host[256], host[256], how[300];
+    char name[256], old_host[256], host[256], err[512];
     int old_port, port;
+    uint64_t gen;
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0 ||
-        r->element[2]->type != REDIS_REPLY_STRING)
+        r->element[2]->type != REDIS_REPLY_STRING || r->element[2]->len > 600)
         return;
-    if (sscanf(r->element[2]->str, "%255s %255s %d %255s %d", name, old_host, &old_port, host,
+    if (sscanf(r->element[2]->str, "%255s %255s %6d %255s %6d", name, old_host, &old_port, host,
                &port) != 5 ||
-        strcmp(name, conf->sentinel.master) != 0 || port < 1 || port > 65535)
+        strcmp(name, conf->sentinel.master) != 0)
         return;
-    snprintf(how, sizeof(how), "failover announced by sentinel %s:%d",
-             conf->sentinel.hosts[i], conf->sentinel.ports[i]);
+    log_info("sentinel %s:%d announces a failover of %s to %.255s:%d: asking every sentinel",
+             conf->sentinel.hosts[i], conf->sentinel.ports[i], name, host, port);
     pthread_mutex_lock(&resolve_mu);
-    settle(conf, host, port, how);
+    last_try_us = clock_mono_us();
+    gen = ask_and_try(conf, watch.probe, (void *)conf, err, sizeof(err));
+    snprintf(last_err, sizeof(last_err), "%s", gen == 0 ? err : "");
     pthread_mutex_unlock(&resolve_mu);
 }
 
-static void drain(int i)
+/* Reads what sentinel i sent; with wait, there is something to read (poll said so). */
+static void drain(int i, bool wait)
 {
     redisContext *c = watch.subs[i];
     void *r;
 
-    if (redisBufferRead(c) != REDIS_OK)
+    if (wait && redisBufferRead(c) != REDIS_OK)
         goto lost;
     for (;;) {
         r = NULL;
@@ -364,7 +503,7 @@ static void *watch_main(void *arg)
             break;
         for (int k = 0; k < n; k++)
             if (fds[k].revents != 0)
-                drain(who[k]);
+                drain(who[k], true);
     }
     for (int i = 0; i < s->n; i++)
         if (watch.subs[i] != NULL) {
@@ -374,11 +513,12 @@ static void *watch_main(void *arg)
     return NULL;
 }
 
-int sentinel_watch_start(const struct redis_conf *conf)
+int sentinel_watch_start(const struct redis_conf *conf, sentinel_try_fn probe)
 {
     if (conf->sentinel.master == NULL)
         return 0;
     watch.conf = conf;
+    watch.probe = probe;
     atomic_store(&watch.stop, false);
     errno = pthread_create(&watch.thread, NULL, watch_main, NULL);
     if (errno != 0)

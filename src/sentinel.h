@@ -28,10 +28,11 @@ int sentinel_rank(struct sentinel_answer *answers, int n);
  * reason in err. */
 typedef int (*sentinel_try_fn)(const char *host, int port, void *ctx, char *err, size_t errlen);
 
-/* Finds the master and connects to it through try. The address known already is tried first,
- * unless a connection to it was lost at or after since_us (monotonic): then the sentinels are
- * asked again (all of them, so that no single stale one decides). One thread at a time; the
- * others wait and take its answer. Returns the generation of the address that worked (it changes
+/* Finds the master and connects to it through try. The address known already is tried first
+ * (with no lock held), unless a connection to it was lost at or after since_us (monotonic): then
+ * the sentinels are asked again, all of them, and an address a majority of those that answer
+ * agree on is the only one tried. One resolution at a time; the threads that waited for it take
+ * its answer, a failure too. Returns the generation of the address that worked (it changes
  * whenever the master moves), or 0 with the reason in err. */
 uint64_t sentinel_resolve(const struct redis_conf *conf, int64_t since_us, sentinel_try_fn try,
                           void *ctx, char *err, size_t errlen);
@@ -42,8 +43,9 @@ uint64_t sentinel_generation(void);
 const char *sentinel_describe(const struct redis_conf *conf, char *buf, size_t len);
 
 /* Listens on every sentinel for +switch-master, so that connections move when a failover is
- * announced rather than when they next fail. */
-int sentinel_watch_start(const struct redis_conf *conf);
+ * announced rather than when they next fail. An announcement starts a resolution, whose
+ * candidates probe checks (its ctx: conf): a connection made, ROLE asked, and closed. */
+int sentinel_watch_start(const struct redis_conf *conf, sentinel_try_fn probe);
 void sentinel_watch_stop(void);
 
 #endif

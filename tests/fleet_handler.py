@@ -2,7 +2,8 @@
 """A task for the fleet tests: holds an exclusive lock named after its id for as long as it runs,
 so that a second run of the same id while the first still runs (on any host: the filesystem is
 shared) is seen, and written to the ledger as OVERLAP. The lock dies with the process, however
-it is stopped. Usage: fleet_handler.py LEDGER_DIR HOST ID SECONDS"""
+it is stopped. It runs until LEDGER_DIR/release exists, or SECONDS at most.
+Usage: fleet_handler.py LEDGER_DIR HOST ID SECONDS"""
 
 import fcntl
 import os
@@ -25,7 +26,10 @@ def main():
         note(ledger, f"OVERLAP {task} {host} {time.monotonic():.3f}")
         return 3
     note(ledger, f"start {task} {host} {time.monotonic():.3f}")
-    time.sleep(seconds)
+    # Runs until the test releases it (a file named release), or for SECONDS at most.
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not os.path.exists(os.path.join(ledger, "release")):
+        time.sleep(0.05)
     note(ledger, f"end {task} {host} {time.monotonic():.3f}")
     return 0
 

@@ -152,6 +152,7 @@ def follow_master(sentinel_ports, password):
             finally:
                 c.close()
             m = RedisClient(int(r[1]), timeout=2)
+            m.port = int(r[1])
             m("AUTH", password)
             if m("ROLE")[0] == b"master":
                 return m

@@ -89,6 +89,25 @@ static void held_ids_come_and_go(void **state)
     assert_int_equal(held_count(), 0);
 }
 
+static void only_ids_of_sixteen_hex_digits_are_held(void **state)
+{
+    (void)state;
+    held_enable();
+    held_add("000000000000abcd");
+    held_add("0000000000000000");
+    assert_true(held_has("000000000000abcd"));
+    /* What strtoull would take for the same number: a field no qworker wrote. */
+    assert_false(held_has("+00000000000abcd"));
+    assert_false(held_has(" 00000000000abcd"));
+    assert_false(held_has("000000000000ABCD"));
+    assert_false(held_has("000000000000abcd0"));
+    assert_false(held_has("not-an-id-at-all"));
+    assert_true(held_has("0000000000000000"));
+    held_del("000000000000abcd");
+    held_del("0000000000000000");
+    assert_int_equal(held_count(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -96,6 +115,7 @@ int main(void)
         cmocka_unit_test(a_tie_goes_to_the_earliest_listed),
         cmocka_unit_test(ports_tell_addresses_apart),
         cmocka_unit_test(held_ids_come_and_go),
+        cmocka_unit_test(only_ids_of_sixteen_hex_digits_are_held),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
