@@ -28,7 +28,9 @@ struct parse {
 };
 
 static const char *const top_names[] = {"redis",    "worker", "queues", "handlers",
-                                        "log",      "metrics", NULL};
+                                        "log",      "metrics", "schedules", NULL};
+static const char *const schedule_names[] = {"name",    "cron",     "every", "queue",
+                                             "payload", "timezone", NULL};
 static const char *const redis_names[] = {
     "host",     "port",          "unix_socket",     "db",              "username",
     "password", "password_file", "connect_timeout", "command_timeout", "sentinel", NULL};
@@ -707,6 +709,79 @@ static int parse_queues(struct parse *p, const config_setting_t *root, struct co
     return 0;
 }
 
+static int parse_schedule(struct parse *p, const config_setting_t *g, struct schedule_conf *out)
+{
+    const config_setting_t *cron = config_setting_get_member(g, "cron");
+    const config_setting_t *every = config_setting_get_member(g, "every");
+    char *zone = NULL, why[256];
+
+    if (!config_setting_is_group(g))
+        return fail(p, g, "each schedule must be a group: { name = \"...\"; every = 10; queue = "
+                          "\"queue\"; payload = \"...\"; }");
+    if (check_known(p, g, "a schedule", schedule_names) < 0 ||
+        get_string(p, g, "name", NULL, &out->name) < 0 ||
+        get_string(p, g, "queue", NULL, &out->queue) < 0 ||
+        get_string(p, g, "payload", NULL, &out->payload) < 0)
+        return -1;
+    if (out->name == NULL || out->name[0] == '\0' || strpbrk(out->name, " \t\r\n:") != NULL)
+        return fail(p, g, "a schedule needs a 'name', without spaces or ':'");
+    if (out->queue == NULL || out->queue[0] == '\0')
+        return fail(p, g, "schedule '%s' needs a 'queue' to push to", out->name);
+    if (out->payload == NULL)
+        return fail(p, g, "schedule '%s' needs a 'payload' (what each tick pushes)", out->name);
+    out->payload_len = strlen(out->payload);
+    if (get_string(p, g, "timezone", "UTC", &zone) < 0)
+        return -1;
+    if (strcmp(zone, "UTC") != 0) {
+        failv(p, config_setting_get_member(g, "timezone"),
+              "schedule '%s': timezone \"%s\": only \"UTC\" is supported (schedules run on UTC)",
+              out->name, zone);
+        free(zone);
+        return -1;
+    }
+    free(zone);
+    if ((cron == NULL) == (every == NULL))
+        return fail(p, g, "schedule '%s' needs 'cron' (\"0 3 * * *\") or 'every' (seconds), "
+                          "one of them",
+                    out->name);
+    if (every != NULL) {
+        return get_int(p, g, "every", 1, 366LL * 86400, 0, &out->every);
+    }
+    if (get_string(p, g, "cron", NULL, &out->cron_text) < 0)
+        return -1;
+    if (cron_parse(out->cron_text, &out->cron, why, sizeof(why)) < 0)
+        return fail(p, cron, "schedule '%s': cron \"%s\": %s", out->name, out->cron_text, why);
+    if (cron_next(&out->cron, 0) < 0)
+        return fail(p, cron, "schedule '%s': cron \"%s\" never fires", out->name,
+                    out->cron_text);
+    return 0;
+}
+
+static int parse_schedules(struct parse *p, const config_setting_t *root, struct config *c)
+{
+    const config_setting_t *list = config_setting_get_member(root, "schedules");
+    int n = list ? config_setting_length(list) : 0;
+
+    if (list == NULL)
+        return 0;
+    if (!config_setting_is_list(list))
+        return fail(p, list, "'schedules' must be a list: schedules = ( { name = \"tick\"; every "
+                             "= 10; queue = \"queue\"; payload = \"0\"; } );");
+    c->schedules = calloc((size_t)(n > 0 ? n : 1), sizeof(*c->schedules));
+    if (c->schedules == NULL)
+        return fail(p, list, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        c->nschedules = i + 1;
+        if (parse_schedule(p, g, &c->schedules[i]) < 0)
+            return -1;
+        for (int k = 0; k < i; k++)
+            if (strcmp(c->schedules[k].name, c->schedules[i].name) == 0)
+                return fail(p, g, "schedule '%s' is listed twice", c->schedules[i].name);
+    }
+    return 0;
+}
+
 static int parse_log(struct parse *p, const config_setting_t *root, struct config *c)
 {
     const config_setting_t *g;
@@ -790,7 +865,7 @@ static int parse_root(struct parse *p, const config_setting_t *root, struct conf
         return -1;
     if (parse_redis(p, root, &c->redis) < 0 || parse_worker(p, root, c) < 0 ||
         parse_handlers(p, root, c) < 0 || parse_queues(p, root, c) < 0 || parse_log(p, root, c) < 0 ||
-        parse_metrics(p, root, c) < 0)
+        parse_metrics(p, root, c) < 0 || parse_schedules(p, root, c) < 0)
         return -1;
     return 0;
 }
@@ -860,6 +935,13 @@ void config_free(struct config *c)
     free(c->prefix);
     free(c->task_user);
     free(c->metrics_addr);
+    for (int i = 0; i < c->nschedules; i++) {
+        free(c->schedules[i].name);
+        free(c->schedules[i].cron_text);
+        free(c->schedules[i].queue);
+        free(c->schedules[i].payload);
+    }
+    free(c->schedules);
     for (int i = 0; i < c->nqueues; i++)
         free(c->queues[i].name);
     free(c->queues);

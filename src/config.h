@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cron.h"
 #include "log.h"
 
 #define CONFIG_EXIT_INVALID 78 /* EX_CONFIG, so that systemd's RestartPreventExitStatus=78 works */
@@ -70,6 +71,18 @@ struct queue_conf {
     const struct handler_conf *handler;
 };
 
+/* schedules = ( { name; cron | every; queue; payload; } ): pushed once per tick, fleet-wide
+ * (periodic.c). */
+struct schedule_conf {
+    char *name;
+    char *cron_text; /* NULL: every */
+    struct cron cron;
+    int every;       /* seconds; 0 with cron */
+    char *queue;
+    char *payload;
+    size_t payload_len;
+};
+
 struct config {
     char *path;
     struct redis_conf redis;
@@ -91,6 +104,8 @@ struct config {
     int nqueues;
     struct handler_conf *handlers;
     int nhandlers;
+    struct schedule_conf *schedules;
+    int nschedules;
 
     int log_level;
     enum log_target log_target;

@@ -102,6 +102,7 @@ static void reload(struct daemon *d, struct control *c)
         capacity_set_bytes_limit(&d->cap, (size_t)next->task_memory_mb << 20);
         loop_reconfigure(d->loop, next);
         consumer_reconfigure(d->consumer, next);
+        reporter_reconfigure(d->reporter, next);
         if (d->monitor != NULL)
             monitor_reconfigure(d->monitor, next);
         log_notice("reloaded %s: concurrency %d, %d queue(s), %d handler(s), log level %d",

@@ -17,6 +17,7 @@
 #include "held.h"
 #include "identity.h"
 #include "outlog.h"
+#include "periodic.h"
 #include "scripts.h"
 #include "log.h"
 #include "loop.h"
@@ -74,6 +75,7 @@ struct reporter {
     int64_t next_beat_us;
     uint64_t master_gen; /* Sentinel: the master whose in-flight hash was last reconciled */
 
+    struct periodic *periodic; /* schedules: ticks pushed from this thread */
     char *stats_key;
     char *dead_key;
     char *schedule_key;
@@ -104,7 +106,8 @@ struct reporter *reporter_new(const struct config *conf, struct identity *id, st
     rp->rng = (uint64_t)clock_real_us() | 1;
     if (asprintf(&rp->stats_key, "%s:stats", conf->prefix) < 0 ||
         asprintf(&rp->dead_key, "%s:dead", conf->prefix) < 0 ||
-        asprintf(&rp->schedule_key, "%s:schedule", conf->prefix) < 0) {
+        asprintf(&rp->schedule_key, "%s:schedule", conf->prefix) < 0 ||
+        (rp->periodic = periodic_new(conf)) == NULL) {
         reporter_free(rp);
         return NULL;
     }
@@ -123,7 +126,13 @@ void reporter_free(struct reporter *rp)
     free(rp->stats_key);
     free(rp->dead_key);
     free(rp->schedule_key);
+    periodic_free(rp->periodic);
     free(rp);
+}
+
+void reporter_reconfigure(struct reporter *rp, const struct config *conf)
+{
+    periodic_reconfigure(rp->periodic, conf);
 }
 
 void reporter_watch(struct reporter *rp, struct loop *loop)
@@ -400,6 +409,8 @@ static int wait_ms(struct reporter *rp)
     ms = (wake - now + 999) / 1000;
     if (ms < 0)
         ms = 0;
+    if (rp->rc.c != NULL && periodic_wait_ms(rp->periodic) < ms)
+        ms = periodic_wait_ms(rp->periodic);
     return ms < health_period_ms() ? (int)ms : health_period_ms();
 }
 
@@ -553,6 +564,8 @@ static void *reporter_main(void *arg)
             ; /* a batch sent, then what came while it was refused */
         beat_if_due(rp);
         move_due_if_due(rp);
+        if (!closed && periodic_wait_ms(rp->periodic) == 0 && rconn_try(&rp->rc) == 0)
+            periodic_run(rp->periodic, &rp->rc);
         if (!closed)
             continue;
         if (rp->npending == 0 && rp->sending == NULL)

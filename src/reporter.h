@@ -19,6 +19,8 @@ struct reporter *reporter_new(const struct config *conf, struct identity *id, st
 void reporter_free(struct reporter *rp);
 struct loop;
 /* Before reporter_start: the loop whose running tasks the heartbeat counts as in flight. */
+/* From any thread (a reload): the schedules of conf are checked from now on. */
+void reporter_reconfigure(struct reporter *rp, const struct config *conf);
 void reporter_watch(struct reporter *rp, struct loop *loop);
 /* Where the loop hands finished tasks over; the loop closes it when it ends, and the reporter
  * thread ends once everything it got is recorded (or, with Redis away at shutdown, given up

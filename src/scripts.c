@@ -38,11 +38,14 @@ static const char *const sources[SCRIPT_COUNT] = {
     [SCRIPT_DEAD_MOVE] =
 #include "dead_move.lua.h"
     ,
+    [SCRIPT_TICK] =
+#include "tick.lua.h"
+    ,
 };
 
 static const char *const names[SCRIPT_COUNT] = {
     "fetch", "claim", "beat", "reap", "release", "due", "rescue", "requeue", "record",
-    "dead_move"};
+    "dead_move", "tick"};
 
 const char *script_name(enum script s)
 {

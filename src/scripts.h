@@ -18,6 +18,7 @@ enum script {
     SCRIPT_REQUEUE, /* put back a chunk of an in-flight hash (a previous run's leftovers) */
     SCRIPT_RECORD,  /* acknowledge finished tasks, send them on, count them */
     SCRIPT_DEAD_MOVE, /* qworkerctl: one dead letter back to a queue, or away */
+    SCRIPT_TICK,      /* push a schedule's tick, once fleet-wide */
     SCRIPT_COUNT
 };
 

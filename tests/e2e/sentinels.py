@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from harness import RedisClient, RedisServer, free_port, wait_for
+from harness import RedisClient, RedisServer, free_port, stop_process, wait_for
 
 MASTER_NAME = "mymaster"
 
@@ -93,13 +93,7 @@ class Sentinel:
             self.proc.wait()
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from harness import (ROOT, SLOW, Journald, RedisClient, free_port, push, stats,
-                     wait_for)
+                     stop_process, wait_for)
 
 SHIPPED = os.path.join(ROOT, "packaging", "stunnel", "qworker-redis-tls.conf")
 # Debian's stunnel4 package (in the Makefile's DEB_TEST): its binary is stunnel4.
@@ -222,13 +222,7 @@ class TlsRedis:
     def stop(self):
         if self._client is not None:
             self._client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def listening(port):
@@ -274,13 +268,7 @@ class Tunnel:
                         f"a line with {text!r} in the tunnel's journal", interval=0.05)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture

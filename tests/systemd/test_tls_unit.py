@@ -11,15 +11,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SANDBOX = os.path.normpath(os.path.join(ROOT, "..", "shared", "systemd-sandbox", "sandbox.sh"))
+from sandbox_cmd import ROOT, Sandbox, wait_for
+
 # Where `make deb` put the package (QWORKER_DEB_DIR: one built elsewhere, with BUILD=DIR).
 BUILD = os.environ.get("QWORKER_DEB_DIR", os.path.join(ROOT, "build"))
-ENV = dict(os.environ, SANDBOX_NAME=f"qworker-tls-test-{os.getpid()}")
 TLS_PORT = 16390  # the sandbox has a network of its own: no other Redis there
 TUNNEL = "qworker-redis-tls"
 
@@ -39,27 +37,8 @@ log = { target = "auto"; };
 """
 
 
-def sh(*args, check=True, timeout=60, input=None):
-    r = subprocess.run([SANDBOX, *args], env=ENV, capture_output=True, text=True, timeout=timeout,
-                       input=input)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args} exited {r.returncode}: {r.stdout}{r.stderr}")
-    return r
-
-
-def run(*cmd, **kw):
-    return sh("exec", *cmd, **kw)
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+SB = Sandbox("qworker-tls-test")
+sh, run = SB.sh, SB.run
 
 
 def prop(name, unit):

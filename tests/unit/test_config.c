@@ -157,6 +157,23 @@ static void errors_name_file_line_and_problem(void **state)
          1, "'username' needs a 'password'"},
         {"redis = {\n port = 6380;\n sentinel = { master = \"m\"; addresses = [\"h:1\"]; }; };", 2,
          "'port' and 'sentinel' exclude each other"},
+        {"schedules = ( { name = \"n\"; queue = \"q\"; payload = \"p\";\n cron = \"61 * * * *\"; } );",
+         2, "schedule 'n': cron \"61 * * * *\": minute field \"61\""},
+        {"schedules = ( { name = \"n\"; queue = \"q\"; payload = \"p\"; cron = \"0 0 30 2 *\"; } );",
+         1, "never fires"},
+        {"schedules = ( { name = \"n\"; queue = \"q\"; payload = \"p\"; every = 5; cron = \"* * * * *\"; "
+         "} );",
+         1, "needs 'cron' (\"0 3 * * *\") or 'every' (seconds), one of them"},
+        {"schedules = ( { name = \"n\"; payload = \"p\"; every = 5; } );", 1, "needs a 'queue'"},
+        {"schedules = ( { name = \"n\"; queue = \"q\"; every = 5; } );", 1, "needs a 'payload'"},
+        {"schedules = ( { name = \"n\"; queue = \"q\"; payload = \"p\"; every = 0; } );", 1,
+         "'every' = 0 is out of range"},
+        {"schedules = ( { name = \"n\"; queue = \"q\"; payload = \"p\"; every = 5;\n"
+         " timezone = \"Europe/Paris\"; } );",
+         2, "only \"UTC\" is supported"},
+        {"schedules = ( { name = \"n\"; queue = \"q\"; payload = \"p\"; every = 5; },\n"
+         " { name = \"n\"; queue = \"q\"; payload = \"p\"; every = 6; } );",
+         2, "schedule 'n' is listed twice"},
         {"queues = ();", 1, "'queues' is empty"},
         {"queues = ( { handler = \"sleep\"; } );", 1, "needs a 'name'"},
         {"queues = ( { name = \"a\"; }, \n { name = \"a\"; } );", 2, "listed twice"},
