@@ -38,9 +38,9 @@ static const char *const sentinel_names[] = {"master", "addresses", "username", 
 static const char *const worker_names[] = {"id",       "concurrency",      "fetch_batch",
                                            "delivery", "prefix",           "shutdown_timeout",
                                            "heartbeat_ttl", "max_payload",     "max_recoveries",
-                                           "task_memory_mb", "task_user",
+                                           "task_memory_mb", "task_user", "queue_order",
                                            NULL};
-static const char *const queue_names[] = {"name", "handler", NULL};
+static const char *const queue_names[] = {"name", "handler", "weight", NULL};
 static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
 static const char *const exec_names[] = {
     "name",    "type",        "command",     "args",        "env",        "cwd",
@@ -149,6 +149,7 @@ static void source_literal(const struct parse *p, const config_setting_t *s, con
     unsigned line = config_setting_source_line(s);
     char *text = NULL, *at;
     size_t cap = 0, len = strlen(name);
+    long long parsed = *v;
     FILE *f;
 
     if (line == 0 || (f = fopen(file, "r")) == NULL)
@@ -172,8 +173,11 @@ static void source_literal(const struct parse *p, const config_setting_t *s, con
         q += strspn(q, " \t");
         errno = 0;
         lit = strtoll(q, &end, 0);
-        if (end != q)
-            *v = lit; /* LLONG_MAX or LLONG_MIN when even 64 bits overflow: out of any range */
+        /* The same setting may come twice on one line (two queues' weights): the literal is
+         * the one libconfig's cut value came from. */
+        if (end == q || (int)lit != (int)parsed)
+            continue;
+        *v = lit; /* LLONG_MAX or LLONG_MIN when even 64 bits overflow: out of any range */
         break;
     }
     free(text);
@@ -410,6 +414,26 @@ static int parse_delivery(struct parse *p, const config_setting_t *s, char *name
     return rc;
 }
 
+/* worker.queue_order: "strict" (a higher queue is always served first) or "weighted" (each
+ * queue's weight is its share of the fetches, so that none starves). */
+static int parse_queue_order(struct parse *p, const config_setting_t *g, struct config *c)
+{
+    char *name;
+    int rc = 0;
+
+    if (get_string(p, g, "queue_order", "strict", &name) < 0)
+        return -1;
+    if (strcmp(name, "strict") == 0)
+        c->queue_order = QUEUE_ORDER_STRICT;
+    else if (strcmp(name, "weighted") == 0)
+        c->queue_order = QUEUE_ORDER_WEIGHTED;
+    else
+        rc = fail(p, config_setting_get_member(g, "queue_order"),
+                  "'queue_order' must be \"strict\" or \"weighted\", not \"%s\"", name);
+    free(name);
+    return rc;
+}
+
 /* worker.task_user, looked up once: the ids qworker-run takes for every exec handler. Never
  * root: a handler kept apart must be kept from everything qworker could reach. */
 static int resolve_task_user(struct parse *p, const config_setting_t *s, struct config *c)
@@ -464,6 +488,8 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
     c->heartbeat_ttl_ms = (int)(ttl * 1000);
     s = g ? config_setting_get_member(g, "delivery") : NULL;
     if (parse_delivery(p, s, delivery, &c->delivery) < 0)
+        return -1;
+    if (parse_queue_order(p, g, c) < 0)
         return -1;
     if (c->worker_id == NULL && (c->worker_id = default_worker_id()) == NULL)
         return fail(p, g, "out of memory");
@@ -662,6 +688,7 @@ static int parse_queue(struct parse *p, const config_setting_t *q, struct config
         return fail(p, q, "each queue must be a group: { name = \"...\"; handler = \"...\"; }");
     if (check_known(p, q, "a queue", queue_names) < 0 ||
         get_string(p, q, "name", NULL, &out->name) < 0 ||
+        get_int(p, q, "weight", 1, 1000, 1, &out->weight) < 0 ||
         get_string(p, q, "handler", "sleep", &handler) < 0)
         return -1;
     if (out->name == NULL || out->name[0] == '\0') {
@@ -696,6 +723,7 @@ static int parse_queues(struct parse *p, const config_setting_t *root, struct co
         c->nqueues = 1;
         c->queues[0].name = strdup("queue");
         c->queues[0].handler = find_handler(c, "sleep");
+        c->queues[0].weight = 1;
         return c->queues[0].name ? 0 : fail(p, NULL, "out of memory");
     }
     for (int i = 0; i < n; i++) {

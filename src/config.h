@@ -69,7 +69,10 @@ struct handler_conf {
 struct queue_conf {
     char *name;
     const struct handler_conf *handler;
+    int weight; /* queue_order = "weighted": its share of fetches */
 };
+
+enum queue_order { QUEUE_ORDER_STRICT, QUEUE_ORDER_WEIGHTED };
 
 /* schedules = ( { name; cron | every; queue; payload; } ): pushed once per tick, fleet-wide
  * (periodic.c). */
@@ -91,6 +94,7 @@ struct config {
     int concurrency;
     int fetch_batch;
     enum delivery delivery;
+    enum queue_order queue_order;
     double shutdown_timeout;
     int heartbeat_ttl_ms;
     int max_payload;

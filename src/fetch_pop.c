@@ -16,6 +16,7 @@
 #include "log.h"
 #include "task.h"
 #include "taskq.h"
+#include "weights.h"
 
 enum wait_result { WAIT_REPLY, WAIT_STOPPED, WAIT_FAILED };
 
@@ -33,6 +34,8 @@ struct pop {
     char *paused_key;
     bool *paused; /* per queue of ctx->conf */
     int64_t paused_at_us;
+    struct weights weights; /* queue_order = "weighted" */
+    int *order;             /* NULL: strict */
 };
 
 static int pop_reconfigure(void *state)
@@ -49,9 +52,23 @@ static int pop_reconfigure(void *state)
     }
     free(p->argv);
     free(p->paused);
+    free(p->order);
+    weights_free(&p->weights);
     p->argv = argv;
     p->paused = paused;
     p->paused_at_us = 0;
+    p->order = NULL;
+    if (conf->queue_order == QUEUE_ORDER_WEIGHTED) {
+        int weight[conf->nqueues];
+        for (int i = 0; i < conf->nqueues; i++)
+            weight[i] = conf->queues[i].weight;
+        p->order = calloc((size_t)conf->nqueues, sizeof(*p->order));
+        if (p->order == NULL || weights_init(&p->weights, weight, conf->nqueues) < 0) {
+            free(p->order);
+            p->order = NULL;
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -96,11 +113,15 @@ static int build_argv(struct pop *p)
     p->argv[k++] = "BLMPOP";
     p->argv[k++] = p->block;
     p->argv[k++] = p->numkeys;
-    for (int i = 0; i < conf->nqueues; i++)
+    if (p->order != NULL)
+        weights_next(&p->weights, p->order);
+    for (int j = 0; j < conf->nqueues; j++) {
+        int i = p->order != NULL ? p->order[j] : j;
         if (!p->paused[i]) {
             p->argv[k++] = conf->queues[i].name;
             n++;
         }
+    }
     snprintf(p->numkeys, sizeof(p->numkeys), "%d", n);
     p->argv[k++] = "RIGHT";
     p->argv[k++] = "COUNT";
@@ -133,6 +154,8 @@ static void pop_destroy(void *state)
         free(p->argv);
         free(p->paused);
         free(p->paused_key);
+        free(p->order);
+        weights_free(&p->weights);
     }
     free(p);
 }

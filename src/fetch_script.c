@@ -22,6 +22,7 @@
 #include "scripts.h"
 #include "task.h"
 #include "taskq.h"
+#include "weights.h"
 #include "wire.h"
 
 /* A waiter whose queue cannot be waited on (wrong type, not allowed, Redis refusing) tries again
@@ -70,6 +71,9 @@ struct script_fetch {
     char sha[41];
     char fetch_numkeys[16];
     int fetch_argc;
+    /* queue_order = "weighted": the order of the queues in the next fetch's keys. */
+    struct weights weights;
+    int *order; /* NULL: strict, the configured order */
 
     /* Ids of fetches whose reply was lost: what they moved is put back by SCRIPT_RESCUE. Kept
      * across reloads. */
@@ -124,6 +128,9 @@ static void waiters_free(struct script_fetch *s)
     free(s->fetch_keys);
     free(s->fetch_args);
     free(s->ids);
+    free(s->order);
+    weights_free(&s->weights);
+    s->order = NULL;
     s->waiters = NULL;
     s->nwaiters = 0;
     s->fetch_keys = s->fetch_args = NULL;
@@ -171,6 +178,14 @@ static int script_reconfigure(void *state)
     s->ids = calloc((size_t)conf->fetch_batch, sizeof(*s->ids));
     if (s->waiters == NULL || s->fetch_keys == NULL || s->fetch_args == NULL || s->ids == NULL)
         goto fail;
+    if (conf->queue_order == QUEUE_ORDER_WEIGHTED) {
+        int weight[conf->nqueues];
+        for (int i = 0; i < conf->nqueues; i++)
+            weight[i] = conf->queues[i].weight;
+        s->order = calloc((size_t)conf->nqueues, sizeof(*s->order));
+        if (s->order == NULL || weights_init(&s->weights, weight, conf->nqueues) < 0)
+            goto fail;
+    }
     s->fetch_keys[0] = s->inflight_key;
     s->fetch_keys[1] = s->dead_key;
     s->fetch_keys[2] = s->payloads_key;
@@ -260,7 +275,7 @@ static void refused(struct script_fetch *s, const redisReply *reply, enum rclass
  * tells the caller to remake the connection it came on (whatever sent it is not Redis as we
  * know it, or the stream is out of step). Returns how many. */
 static int take_fetched(struct script_fetch *s, const redisReply *reply, const task_id *ids,
-                        int n)
+                        int n, const int *order)
 {
     struct fetch_ctx *ctx = s->ctx;
     struct taskq_chain chain = {0};
@@ -280,13 +295,17 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     fetch_taken(ctx);
     shown = f.nbad < (int)(sizeof(f.bad) / sizeof(f.bad[0])) ? f.nbad
                                                               : (int)(sizeof(f.bad) / sizeof(f.bad[0]));
+    /* The reply counts queues in the order of the fetch's keys: the configured ones' indexes. */
+    for (int i = 0; i < shown && order != NULL; i++)
+        f.bad[i].queue = order[f.bad[i].queue];
     for (int i = 0; i < shown; i++) {
         fetch_queue_bad(ctx, f.bad[i].queue, f.bad[i].error);
         /* Paused: its waiter would wake at once on a queue that is not empty, for nothing. */
         if (strncmp(f.bad[i].error, "PAUSED", 6) == 0 && f.bad[i].queue < s->nwaiters)
             s->waiters[f.bad[i].queue].hold_until_us = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
     }
-    for (int q = 0; q < f.examined; q++) {
+    for (int k = 0; k < f.examined; k++) {
+        int q = order ? order[k] : k;
         bool bad = false;
         for (int i = 0; i < shown; i++)
             bad = bad || f.bad[i].queue == q;
@@ -296,6 +315,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     ctx->more = ctx->more || f.nlarge > 0; /* the queue may hold more: no idle wait */
     for (size_t i = 0; i < f.nlarge; i++) {
         struct fetch_large l = wire_fetch_large(&f, i);
+        l.queue = order ? order[l.queue] : l.queue;
         log_warn("task %s from queue %s refused: too large (%lld bytes, max_payload is %d); "
                  "kept whole in %s, field %s, named by its dead letter in %s",
                  l.ref, ctx->conf->queues[l.queue].name, l.length, ctx->conf->max_payload,
@@ -303,6 +323,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     }
     for (size_t i = 0; i < f.nitems; i++) {
         struct fetch_item it = wire_fetch_item(&f, i);
+        it.queue = order ? order[it.queue] : it.queue;
         struct task *t = fetch_task(&ctx->conf->queues[it.queue], it.payload, it.len, ids[i]);
         if (t == NULL) {
             /* Still in the in-flight hash: the rescue puts it back. */
@@ -335,6 +356,11 @@ static int script_fetch(void *state, int n)
         task_make_id(s->ids[i]);
         held_add(s->ids[i]); /* before the fetch can put it in the hash (held.h) */
     }
+    if (s->order != NULL) {
+        weights_next(&s->weights, s->order);
+        for (int k = 0; k < s->ctx->conf->nqueues; k++)
+            s->fetch_keys[FETCH_KEYS + k] = s->ctx->conf->queues[s->order[k]].name;
+    }
     sent_us = clock_mono_us();
     reply = script_run(s->ctx->rc, SCRIPT_FETCH, FETCH_KEYS + s->ctx->conf->nqueues,
                        s->fetch_keys, NULL, FETCH_ARGS + n, s->fetch_args, NULL);
@@ -347,7 +373,7 @@ static int script_fetch(void *state, int n)
     }
     cls = reply_class(reply, REDIS_REPLY_ARRAY);
     if (cls == RC_OK) {
-        got = take_fetched(s, reply, s->ids, n);
+        got = take_fetched(s, reply, s->ids, n, s->order);
         if (got < 0) {
             /* Not an outage: Redis answered. Remade at once, tried again after a backoff. */
             rconn_close(s->ctx->rc);
@@ -373,7 +399,7 @@ static bool waiter_fetched(struct script_fetch *s, struct waiter *w, const redis
 
     w->fetching = false;
     if (cls == RC_OK) {
-        got = take_fetched(s, r, &w->id, 1);
+        got = take_fetched(s, r, &w->id, 1, NULL);
         sense = got >= 0;
         got = got < 0 ? 0 : got;
     } else if (cls != RC_RECONNECT &&

@@ -118,6 +118,24 @@ static void sentinel_settings_are_read(void **state)
     config_free(c);
 }
 
+static void settings_of_one_name_on_one_line_keep_their_own_values(void **state)
+{
+    char err[512];
+    struct config *c = load_text(
+        "queues = ( { name = \"a\"; weight = 3; }, { name = \"b\"; weight = 1; } );\n"
+        "handlers = ( { name = \"x\"; type = \"exec\"; command = [\"/bin/true\"]; concurrency = 2; "
+        "}, { name = \"y\"; type = \"exec\"; command = [\"/bin/true\"]; concurrency = 7; } );",
+        err, sizeof(err));
+
+    (void)state;
+    assert_non_null(c);
+    assert_int_equal(c->queues[0].weight, 3);
+    assert_int_equal(c->queues[1].weight, 1);
+    assert_int_equal(c->handlers[0].concurrency, 2);
+    assert_int_equal(c->handlers[1].concurrency, 7);
+    config_free(c);
+}
+
 static void errors_name_file_line_and_problem(void **state)
 {
     static const struct {
@@ -506,6 +524,7 @@ int main(void)
         cmocka_unit_test(settings_are_read),
         cmocka_unit_test(errors_name_file_line_and_problem),
         cmocka_unit_test(sentinel_settings_are_read),
+        cmocka_unit_test(settings_of_one_name_on_one_line_keep_their_own_values),
         cmocka_unit_test(shipped_files_are_valid),
         cmocka_unit_test(includes_that_libconfig_would_die_on_are_refused),
         cmocka_unit_test(password_file_is_read_whole_but_one_newline),
