@@ -13,8 +13,9 @@
 #include "wire.h"
 
 
-static const char *const fields[] = {"id",    "handler", "args",    "timeout",
-                                     "delay", "attempt", "max_attempts", NULL};
+static const char *const fields[] = {"id",    "handler", "args",         "timeout",
+                                     "delay", "attempt", "max_attempts", "then",
+                                     NULL};
 
 static int invalid(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -145,6 +146,36 @@ static int check_argv_size(struct task *t)
 /* A task qworker wrapped: a retry or a delayed task coming back from the schedule ({"payload",
  * "attempt", "id", "ready"}), or a dead letter moved back into a queue ({"payload", "reason",
  * ...}), which runs again as a first attempt. The payload it keeps is parsed as the task. */
+/* "then": the envelope of the next step of a chain, with an optional "queue" to push it to
+ * (this task's queue otherwise). Checked for its shape now; the rest when it runs. */
+static int parse_then(struct task *t, const json_t *o)
+{
+    const json_t *then = json_object_get(o, "then"), *q;
+    json_t *next;
+
+    if (then == NULL)
+        return 0;
+    if (!json_is_object(then) || !json_is_string(json_object_get(then, "handler")))
+        return invalid(t, "\"then\" must be an envelope: an object with a \"handler\"");
+    q = json_object_get(then, "queue");
+    if (q != NULL && (!json_is_string(q) || json_string_length(q) == 0 ||
+                      json_string_length(q) > TASK_LABEL_MAX ||
+                      strlen(json_string_value(q)) != json_string_length(q)))
+        return invalid(t, "\"then\": \"queue\" must be a queue's name (1 to %d bytes)",
+                       TASK_LABEL_MAX);
+    next = json_copy((json_t *)then); /* shallow: its members are shared, not changed */
+    if (next == NULL || (q != NULL && json_object_del(next, "queue") < 0)) {
+        json_decref(next);
+        return invalid(t, "out of memory");
+    }
+    t->then = json_dumps(next, JSON_COMPACT);
+    json_decref(next);
+    if (t->then == NULL || (q != NULL && (t->then_queue = strdup(json_string_value(q))) == NULL))
+        return invalid(t, "out of memory");
+    t->then_len = strlen(t->then);
+    return 0;
+}
+
 /* NOLINTNEXTLINE(misc-no-recursion): one level per wrapper, each strictly shorter */
 static int unwrap(struct task *t, json_t *o, const struct config *conf)
 {
@@ -221,7 +252,7 @@ static int parse_object(struct task *t, const struct config *conf)
         seconds_field(t, o, "delay", true, 31536000, &t->delay) < 0 ||
         int_field(t, o, "max_attempts", 1000, &t->max_attempts) < 0 ||
         int_field(t, o, "attempt", 1000, &t->attempt) < 0 || check_limits(t) < 0 ||
-        check_args(t) < 0)
+        check_args(t) < 0 || parse_then(t, o) < 0)
         return -1;
     return check_argv_size(t);
 }

@@ -66,9 +66,14 @@ static int queue_key(struct record_call *c, const char *queue)
     return c->nkeys;
 }
 
-static bool ack_only(const struct task *t)
+static bool ended_ok(const struct task *t)
 {
     return t->outcome == OUTCOME_OK && !t->dead && t->due_ms == 0;
+}
+
+static bool ack_only(const struct task *t)
+{
+    return ended_ok(t) && t->then == NULL;
 }
 
 /* The groups of tasks that only need acknowledging: one per queue, in order of first
@@ -127,6 +132,15 @@ static int add_effect(struct record_call *c, const struct record_keys *k, const 
 
     if (qi < 0)
         return -1;
+    if (ended_ok(t)) {
+        /* A chain's next step: pushed by the script that records this one, never one without
+         * the other. Its queue's key index goes where a score would. */
+        int next = queue_key(c, t->then_queue != NULL ? t->then_queue : t->queue->name);
+        if (next < 0 || arg(c, t->id, strlen(t->id)) < 0 || owned_arg(c, number(qi)) < 0 ||
+            arg(c, "c", 1) < 0 || owned_arg(c, number(next)) < 0)
+            return -1;
+        return arg(c, t->then, t->then_len);
+    }
     if (t->dead) {
         kind = "d";
         entry = wire_dead_letter(t->payload, t->len, t->label, t->queue->name, t->handler->name,
@@ -180,7 +194,7 @@ int record_build(struct record_call *c, const struct record_keys *k, const char 
         goto fail;
     for (const struct task *t = tasks; t != NULL; t = t->next) {
         c->ntasks++;
-        if (t->outcome == OUTCOME_OK && !t->dead && t->due_ms == 0)
+        if (ack_only(t))
             continue;
         if (add_effect(c, k, t, now_s) < 0)
             goto fail;

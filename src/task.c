@@ -94,6 +94,8 @@ void task_free(struct task *t)
     json_decref(t->json);
     free(t->reason);
     free(t->label_own);
+    free(t->then);
+    free(t->then_queue);
     free(t);
 }
 

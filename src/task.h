@@ -57,6 +57,11 @@ struct task {
     int exit_status;      /* exec: the exit code, or 128 + signal; 0 otherwise */
     int64_t sleep_us;     /* sleep: how long it was to take, to measure timer lateness */
     char *label_own;        /* a retried task keeps its first id: label points here */
+    /* The envelope's "then": the next step's envelope (compact JSON, without "queue") and the
+     * queue it goes to, pushed when this one ends ok, by the same script that records it. */
+    char *then;
+    size_t then_len;
+    char *then_queue; /* NULL: this task's queue */
 
     /* Decided by the reporter: */
     int64_t due_ms;       /* to the schedule, due then (unix ms); 0: not */

@@ -9,7 +9,8 @@
 --   [3] how many groups of tasks that only need acknowledging follow; each group is
 --       (queue key index, count, then that many ids in at-least-once mode);
 --   then, to the end, one 5-tuple per other task: id, queue key index, kind, score, entry;
---   kind: "d" dead letter, "r" retry (scored), "l" delayed (scored), "q" back to its queue.
+--   kind: "d" dead letter, "r" retry (scored), "l" delayed (scored), "q" back to its queue,
+--   "c" ended ok with a next step (entry) for the queue whose key index is in the score's place.
 -- In at-least-once mode a task that is no longer in the in-flight hash (another worker put it
 -- back after this one missed its heartbeats, or someone deleted the hash) is not recorded: it
 -- runs again from where it was put back. Returns {recorded, not recorded (no longer ours)}.
@@ -73,6 +74,10 @@ while i + 4 <= #ARGV do
     elseif kind == 'q' then
       redis.call('RPUSH', KEYS[qi], entry)
       count(qi, 'requeued', 1)
+    elseif kind == 'c' then
+      redis.call('LPUSH', KEYS[tonumber(score)], entry)
+      count(qi, 'processed', 1)
+      count(qi, 'succeeded', 1)
     end
   end
 end

@@ -167,6 +167,13 @@ static void bad_envelopes_say_why(void **state)
         {"{\"handler\": \"echo\", \"colour\": 1}", "unknown field \"colour\""},
         {"{\"handler\": \"echo\", \"args\": [\"\\u0000\"]}", "invalid JSON"},
         {"{\"payload\": 5, \"attempt\": 2}", "needs a \"payload\" string"},
+        {"{\"handler\": \"echo\", \"then\": 5}", "\"then\" must be an envelope"},
+        {"{\"handler\": \"echo\", \"then\": {\"args\": []}}", "\"then\" must be an envelope"},
+        {"{\"handler\": \"echo\", \"then\": {\"handler\": \"echo\", \"queue\": \"\"}}",
+         "\"queue\" must be a queue's name"},
+        {"{\"handler\": \"echo\", \"then\": {\"handler\": \"echo\", \"queue\": 7}}",
+         "\"queue\" must be a queue's name"},
+        {"{\"handler\": \"echo\", \"queue\": \"q\"}", "unknown field \"queue\""},
         /* A payload never raises the operator's limits. */
         {"{\"handler\": \"echo\", \"timeout\": 3.5}",
          "\"timeout\" 3.5 is over what handler \"echo\" allows (timeout_max 3)"},
