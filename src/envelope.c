@@ -148,7 +148,7 @@ static int check_argv_size(struct task *t)
  * ...}), which runs again as a first attempt. The payload it keeps is parsed as the task. */
 /* "then": the envelope of the next step of a chain, with an optional "queue" to push it to
  * (this task's queue otherwise). Checked for its shape now; the rest when it runs. */
-static int parse_then(struct task *t, const json_t *o)
+static int parse_then(struct task *t, const json_t *o, const struct config *conf)
 {
     const json_t *then = json_object_get(o, "then"), *q;
     json_t *next;
@@ -163,6 +163,11 @@ static int parse_then(struct task *t, const json_t *o)
                       strlen(json_string_value(q)) != json_string_length(q)))
         return invalid(t, "\"then\": \"queue\" must be a queue's name (1 to %d bytes)",
                        TASK_LABEL_MAX);
+    /* qworker's own keys are not queues: a payload must not write into them. */
+    if (q != NULL && strncmp(json_string_value(q), conf->prefix, strlen(conf->prefix)) == 0 &&
+        json_string_value(q)[strlen(conf->prefix)] == ':')
+        return invalid(t, "\"then\": \"queue\" \"%.60s\" is one of qworker's own keys (%s:...)",
+                       json_string_value(q), conf->prefix);
     next = json_copy((json_t *)then); /* shallow: its members are shared, not changed */
     if (next == NULL || (q != NULL && json_object_del(next, "queue") < 0)) {
         json_decref(next);
@@ -252,7 +257,7 @@ static int parse_object(struct task *t, const struct config *conf)
         seconds_field(t, o, "delay", true, 31536000, &t->delay) < 0 ||
         int_field(t, o, "max_attempts", 1000, &t->max_attempts) < 0 ||
         int_field(t, o, "attempt", 1000, &t->attempt) < 0 || check_limits(t) < 0 ||
-        check_args(t) < 0 || parse_then(t, o) < 0)
+        check_args(t) < 0 || parse_then(t, o, conf) < 0)
         return -1;
     return check_argv_size(t);
 }

@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,16 +13,16 @@
 #include "scripts.h"
 
 #define IDLE_MS 60000
-#define REFUSED_RETRY_US 1000000
+#define REFUSED_RETRY_S 1
 
 struct periodic {
     const struct config *conf;              /* whose schedules are checked */
     _Atomic(const struct config *) next;    /* a reload's, taken at the next check */
     int n;
-    int64_t *due;   /* per schedule: unix seconds of its next tick; 0: not checked yet */
+    int64_t *due;   /* per schedule: unix seconds of its next check (tick, or a retry) */
+    bool *checked;  /* per schedule: the first check since a start or reload went through */
     char **keys;    /* per schedule: <prefix>:periodic:<name> */
-    int64_t retry_us; /* monotonic: no attempt before (after a refusal) */
-    struct rcond refused;
+    struct rcond *refused; /* per schedule: its ticks refused, said once */
 };
 
 int64_t periodic_next(const struct schedule_conf *s, int64_t t)
@@ -57,8 +58,12 @@ static void forget(struct periodic *p)
         free(p->keys[i]);
     free(p->keys);
     free(p->due);
+    free(p->refused);
+    free(p->checked);
     p->keys = NULL;
     p->due = NULL;
+    p->refused = NULL;
+    p->checked = NULL;
     p->n = 0;
 }
 
@@ -71,7 +76,9 @@ static int take(struct periodic *p, const struct config *conf)
         return 0;
     p->due = calloc((size_t)conf->nschedules, sizeof(*p->due));
     p->keys = calloc((size_t)conf->nschedules, sizeof(*p->keys));
-    if (p->due == NULL || p->keys == NULL) {
+    p->refused = calloc((size_t)conf->nschedules, sizeof(*p->refused));
+    p->checked = calloc((size_t)conf->nschedules, sizeof(*p->checked));
+    if (p->due == NULL || p->keys == NULL || p->refused == NULL || p->checked == NULL) {
         forget(p);
         return -1;
     }
@@ -124,7 +131,8 @@ int periodic_wait_ms(struct periodic *p)
     return soonest <= now_ms ? 0 : (int)(soonest - now_ms);
 }
 
-/* One tick of schedule i: 0 if Redis answered (pushed or not), -1 if it is to be tried again. */
+/* One tick of schedule i: 0 if Redis answered (pushed or not), 1 if it refused (the schedule
+ * tries again in a second, the others go on), -1 if the connection was lost. */
 static int push_tick(struct periodic *p, struct rconn *rc, int i, int64_t tick, bool catch_up)
 {
     const struct schedule_conf *s = &p->conf->schedules[i];
@@ -141,15 +149,17 @@ static int push_tick(struct periodic *p, struct rconn *rc, int i, int64_t tick, 
     reply = script_run(rc, SCRIPT_TICK, 2, keys, NULL, 3, args, lens);
     if (reply == NULL)
         return -1;
-    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK) {
-        rcond_begin(&p->refused, LOG_ERR, reply_text(reply),
+    if (reply_class(reply, REDIS_REPLY_INTEGER) != RC_OK || reply->integer == -1) {
+        rcond_begin(&p->refused[i], LOG_ERR,
+                    reply->type == REDIS_REPLY_INTEGER
+                        ? "tick is ahead of Redis's clock by more than a minute"
+                        : reply_text(reply),
                     "cannot push the ticks of schedule %s (to queue %s); retrying every second",
                     s->name, s->queue);
         freeReplyObject(reply);
-        p->retry_us = clock_mono_us() + REFUSED_RETRY_US;
-        return -1;
+        return 1;
     }
-    rcond_end(&p->refused, "schedule ticks are pushed again");
+    rcond_end(&p->refused[i], "the ticks of schedule %s are pushed again", s->name);
     if (reply->integer == 1)
         log_info("schedule %s: tick %" PRId64 " pushed to queue %s", s->name, tick, s->queue);
     freeReplyObject(reply);
@@ -163,19 +173,25 @@ void periodic_run(struct periodic *p, struct rconn *rc)
 
     if (next != NULL && take(p, next) < 0)
         log_err("schedules: out of memory; none is checked until the next reload");
-    if (p->n == 0 || clock_mono_us() < p->retry_us)
+    if (p->n == 0)
         return;
     now = clock_real_us() / 1000000;
     for (int i = 0; i < p->n; i++) {
         const struct schedule_conf *s = &p->conf->schedules[i];
         int64_t tick;
-        if (p->due[i] != 0 && now < p->due[i])
+        int rc_tick = 0;
+        if (now < p->due[i])
             continue;
         tick = periodic_latest(s, now);
         /* The first check after a start or a reload catches up a missed tick; later ones push
          * the latest due (ticks this thread slept through are one push, not many). */
-        if (tick >= 0 && push_tick(p, rc, i, tick, p->due[i] == 0) < 0)
+        if (tick >= 0 && (rc_tick = push_tick(p, rc, i, tick, !p->checked[i])) < 0)
             return;
+        if (rc_tick > 0) {
+            p->due[i] = now + REFUSED_RETRY_S; /* this one again in a second; the others go on */
+            continue;
+        }
+        p->checked[i] = true;
         p->due[i] = periodic_next(s, tick >= 0 ? tick : now);
         if (p->due[i] < 0)
             p->due[i] = INT64_MAX / 2000; /* never again */

@@ -134,10 +134,11 @@ static int add_effect(struct record_call *c, const struct record_keys *k, const 
         return -1;
     if (ended_ok(t)) {
         /* A chain's next step: pushed by the script that records this one, never one without
-         * the other. Its queue's key index goes where a score would. */
-        int next = queue_key(c, t->then_queue != NULL ? t->then_queue : t->queue->name);
-        if (next < 0 || arg(c, t->id, strlen(t->id)) < 0 || owned_arg(c, number(qi)) < 0 ||
-            arg(c, "c", 1) < 0 || owned_arg(c, number(next)) < 0)
+         * the other. Its queue's name goes where a score would: not a key of the call, since
+         * the script checks it task by task. */
+        const char *next = t->then_queue != NULL ? t->then_queue : t->queue->name;
+        if (arg(c, t->id, strlen(t->id)) < 0 || owned_arg(c, number(qi)) < 0 ||
+            arg(c, "c", 1) < 0 || arg(c, next, strlen(next)) < 0)
             return -1;
         return arg(c, t->then, t->then_len);
     }

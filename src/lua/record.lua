@@ -10,12 +10,14 @@
 --       (queue key index, count, then that many ids in at-least-once mode);
 --   then, to the end, one 5-tuple per other task: id, queue key index, kind, score, entry;
 --   kind: "d" dead letter, "r" retry (scored), "l" delayed (scored), "q" back to its queue,
---   "c" ended ok with a next step (entry) for the queue whose key index is in the score's place.
+--   "c" ended ok with a next step (entry) for the queue named in the score's place (a name
+--   from a payload, not a key: it may not be ours to write).
 -- In at-least-once mode a task that is no longer in the in-flight hash (another worker put it
 -- back after this one missed its heartbeats, or someone deleted the hash) is not recorded: it
 -- runs again from where it was put back. Returns {recorded, not recorded (no longer ours)}.
 -- Every key's type is checked before anything is written (Lua does not roll back); declared
 -- without flags, so under maxmemory Redis refuses the whole call: nothing half done.
+-- include requeue_fn.lua
 local want = {'hash', 'hash', 'list', 'zset', 'string'}
 for i = 1, #KEYS do
   local t = redis.call('TYPE', KEYS[i]).ok
@@ -75,9 +77,20 @@ while i + 4 <= #ARGV do
       redis.call('RPUSH', KEYS[qi], entry)
       count(qi, 'requeued', 1)
     elseif kind == 'c' then
-      redis.call('LPUSH', KEYS[tonumber(score)], entry)
+      -- The next step's queue comes from a payload: checked here, one task at a time, so that a
+      -- key of another type, or one the ACL keeps from us, costs that step (a dead letter), not
+      -- the whole batch (a script that fails half-way does not roll back).
       count(qi, 'processed', 1)
       count(qi, 'succeeded', 1)
+      if usable(score, 'list') and redis.acl_check_cmd('LPUSH', score, entry) then
+        redis.call('LPUSH', score, entry)
+      else
+        -- Named by the next step's own id, the one its sender knows.
+        local ok, e = pcall(cjson.decode, entry)
+        local nid = ok and type(e) == 'table' and type(e.id) == 'string' and e.id or id
+        redis.call('LPUSH', KEYS[3], dead_letter(entry, nid, score, 'chain_queue_refused'))
+        count(qi, 'dead', 1)
+      end
     end
   end
 end

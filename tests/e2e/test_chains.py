@@ -77,3 +77,25 @@ def test_a_worker_killed_between_steps_loses_none_and_doubles_none(redis, ledger
     wait_for(lambda: steps(ledger) == ["first", "last"], 20, "the last step, once")
     assert [e["QWORKER_TASK_ID"] for e in again.completions("ok")] == ["middle", "last"]
     assert_stores_empty(redis)
+
+
+def test_a_next_step_cannot_write_into_other_keys_or_stop_the_worker(redis, ledger,
+                                                                    start_qworker):
+    """"then" comes from a payload: a "queue" naming one of qworker's own keys is refused when
+    the task is taken; one naming a key of another type costs that step a dead letter, not the
+    batch it is recorded in (which would keep the worker from taking anything more)."""
+    q = start_qworker(redis.port, **config(ledger))
+    redis("HSET", "a-hash", "someone's", "data")
+    redis("LPUSH", "queue", json.dumps(step("into-ours", step("x", queue="qworker:stats"))))
+    redis("LPUSH", "queue", json.dumps(step("into-hash", step("y", queue="a-hash"))))
+    wait_for(lambda: redis("LLEN", "qworker:dead") == 2, 10, "two dead letters")
+    letters = {json.loads(x)["id"]: json.loads(x)["reason"]
+               for x in redis("LRANGE", "qworker:dead", 0, -1)}
+    assert "one of qworker's own keys" in letters["into-ours"], letters
+    assert letters["y"] == "chain_queue_refused", letters
+    assert redis("TYPE", "a-hash") == "hash" and redis("HLEN", "a-hash") == 1
+    assert redis("TYPE", "qworker:stats") == "hash"
+    redis("LPUSH", "queue", json.dumps(step("after")))
+    wait_for(lambda: "after" in steps(ledger), 10, "a task after them")
+    assert steps(ledger).count("into-hash") == 1 and "into-ours" not in steps(ledger)
+    q.stop()

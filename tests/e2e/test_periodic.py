@@ -2,18 +2,24 @@
 once fleet-wide, also while a worker is killed and restarted; a tick missed while no worker ran
 is pushed once when one starts; a schedule new to Redis does not fire the moment it appears."""
 
+import os
 import signal
 import time
 
 import pytest
 
-from harness import binary_exists, wait_for
+from harness import SLOW, binary_exists, wait_for
 
 pytestmark = pytest.mark.skipif(not binary_exists(), reason="build qworker and install redis")
 
 # The ticks go to a queue no worker takes from, so that the test counts every push.
 EVERY_SECOND = [{"name": "tick", "every": 1, "queue": "ticks", "payload": "0"}]
 KEY = "qworker:periodic:tick"
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_fleet(start_qworker, redis, n, schedules):
@@ -86,3 +92,20 @@ def test_a_reload_brings_new_schedules(redis, start_qworker):
     q.signal(signal.SIGHUP)
     wait_for(lambda: redis("LLEN", "ticks") >= 1, 10, "a tick of the schedule the reload added")
     assert set(redis("LRANGE", "ticks", 0, -1)) == {b"a"}
+
+
+def test_a_refused_schedule_neither_spins_nor_holds_up_the_others(redis, start_qworker):
+    """A schedule whose queue is a hash is refused (WRONGTYPE) at each tick: said once, tried
+    again every second; the schedule after it still ticks, and the worker does not spin."""
+    redis("HSET", "broken", "not", "a list")
+    schedules = [{"name": "broken", "every": 1, "queue": "broken", "payload": "b"},
+                 {"name": "fine", "every": 1, "queue": "ticks", "payload": "f"}]
+    q = start_fleet(start_qworker, redis, 1, schedules)[0]
+    wait_for(lambda: redis("LLEN", "ticks") >= 2, 10, "two ticks of the schedule that works")
+    cpu0, t0 = cpu_seconds(q.pid), time.monotonic()
+    wait_for(lambda: redis("LLEN", "ticks") >= 4, 10, "two more")
+    cpu = cpu_seconds(q.pid) - cpu0
+    assert cpu < 0.25 * (time.monotonic() - t0) * SLOW, f"{cpu:.2f} s of CPU: it spins"
+    said = [e["MESSAGE"] for e in q.journal() if "schedule broken" in e.get("MESSAGE", "")]
+    assert len(said) == 1 and "WRONGTYPE" in said[0], said
+    assert redis("TYPE", "broken") == "hash"
