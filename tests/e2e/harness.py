@@ -130,10 +130,14 @@ class RedisServer:
         wait_for(self._ping, 10, f"redis-server on port {self.port}")
         return self
 
+    def new_client(self, timeout=10):
+        """A connection of its own (subclasses: with a password, on a unix socket...)."""
+        return RedisClient(self.port, timeout=timeout)
+
     def _ping(self):
         """Ready to serve: PING answers while Redis still loads its data, EXISTS does not."""
         try:
-            c = RedisClient(self.port, timeout=1)
+            c = self.new_client(timeout=1)
             try:
                 return c("EXISTS", "qworker-test-probe") == 0
             finally:
@@ -143,7 +147,7 @@ class RedisServer:
 
     def client(self):
         if self._client is None:
-            self._client = RedisClient(self.port)
+            self._client = self.new_client()
         return self._client
 
     def __call__(self, *args):

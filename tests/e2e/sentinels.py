@@ -21,25 +21,10 @@ class AuthRedis(RedisServer):
         super().__init__(workdir, extra=extra)
         self.password = password
 
-    def _ping(self):
-        try:
-            c = self.client_new(timeout=1)
-            try:
-                return c("EXISTS", "qworker-test-probe") == 0
-            finally:
-                c.close()
-        except (OSError, RuntimeError):
-            return False
-
-    def client_new(self, timeout=10):
+    def new_client(self, timeout=10):
         c = RedisClient(self.port, timeout=timeout)
         c("AUTH", self.password)
         return c
-
-    def client(self):
-        if self._client is None:
-            self._client = self.client_new()
-        return self._client
 
     def info(self, section):
         text = self("INFO", section).decode()

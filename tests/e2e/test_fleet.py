@@ -72,20 +72,8 @@ class HostRedis(RedisServer):
         wait_for(lambda: os.path.exists(self.sock) and self._ping(), 10, "redis on the Redis host")
         return self
 
-    def _ping(self):
-        try:
-            c = unix_client(self.sock, timeout=1)
-            try:
-                return c("EXISTS", "probe") == 0
-            finally:
-                c.close()
-        except (OSError, RuntimeError):
-            return False
-
-    def client(self):
-        if self._client is None:
-            self._client = unix_client(self.sock)
-        return self._client
+    def new_client(self, timeout=10):
+        return unix_client(self.sock, timeout=timeout)
 
 
 def ledger_lines(ledger):

@@ -53,7 +53,7 @@ class PromotionClock:
     def _run(self):
         while not self._stop.is_set() and self.at is None:
             try:
-                c = self.replica.client_new(timeout=1)
+                c = self.replica.new_client(timeout=1)
                 try:
                     if c("ROLE")[0] == b"master":
                         self.at = time.time_ns() // 1000
@@ -159,7 +159,7 @@ def run_failover(workdir, start_qworker, scenario):
         except AssertionError:
             print("\n".join(e.get("MESSAGE", "") for e in q.journal() if "done" not in e.get("MESSAGE", "")))
             for srv in (fs.master, fs.replica):
-                c = srv.client_new()
+                c = srv.new_client()
                 print(srv.port, c("ROLE")[0], c("LLEN", "queue"), c("HLEN", "qworker:inflight:fo-worker"), c("KEYS", "*"))
             missing = set(ids) - set(ledger.ids())
             print("missing", len(missing), sorted(missing)[:10])
@@ -232,7 +232,7 @@ def test_records_the_old_master_kept_to_itself_run_again(workdir, start_qworker)
         # Long enough to cut the replica off while they run, on a busy machine too.
         fs.master("LPUSH", "queue", *[json.dumps({"id": t, "handler": "sleep", "args": 3})
                                       for t in ids])
-        replica = fs.replica.client_new()
+        replica = fs.replica.new_client()
         wait_for(lambda: replica("HLEN", "qworker:inflight:lag-worker") == 10, 10,
                  "the fetch of all ten on the replica")
         # The replica falls behind: its link to the master cut, and kept cut by a password

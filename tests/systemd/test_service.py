@@ -11,11 +11,11 @@ import time
 
 import pytest
 
+from sandbox_cmd import Sandbox, wait_for
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SANDBOX = os.path.normpath(os.path.join(ROOT, "..", "shared", "systemd-sandbox", "sandbox.sh"))
 BUILD = os.path.join(ROOT, "build")
 PORT = 16379
-ENV = dict(os.environ, SANDBOX_NAME=f"qworker-test-{os.getpid()}")
 
 CONFIG = """redis = {{ host = "127.0.0.1"; port = %d; }};
 worker = {{ concurrency = {concurrency}; shutdown_timeout = 2; heartbeat_ttl = 3; }};
@@ -42,27 +42,8 @@ ExecStart=/usr/bin/redis-server --port {AUTH_PORT} --bind 127.0.0.1 --save "" --
 """
 
 
-def sh(*args, check=True, timeout=60, input=None):
-    r = subprocess.run([SANDBOX, *args], env=ENV, capture_output=True, text=True, timeout=timeout,
-                       input=input)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args} exited {r.returncode}: {r.stdout}{r.stderr}")
-    return r
-
-
-def run(*cmd, **kw):
-    return sh("exec", *cmd, **kw)
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+SB = Sandbox("qworker-test")
+sh, run = SB.sh, SB.run
 
 
 def prop(name, unit="qworker"):
