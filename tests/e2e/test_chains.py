@@ -69,8 +69,13 @@ def test_a_worker_killed_between_steps_loses_none_and_doubles_none(redis, ledger
     q = start_qworker(redis.port, **cfg)
     middle = {"id": "middle", "handler": "sleep", "args": 3, "then": step("last")}
     redis("LPUSH", "queue", json.dumps(step("first", middle)))
-    wait_for(lambda: steps(ledger) == ["first"] and
-             redis("HLEN", "qworker:inflight:w") == 1, 10, "the middle step running")
+    # The middle step in flight, alone: the first one recorded (its ledger line comes before
+    # its record, and a kill between the two would rightly run it again).
+    def middle_alone():
+        flat = redis("HGETALL", "qworker:inflight:w")  # field: id, value: queue NUL payload
+        return len(flat) == 2 and json.loads(flat[1].split(b"\0", 1)[1])["id"] == "middle"
+    wait_for(middle_alone, 10, "the middle step running, alone")
+    assert steps(ledger) == ["first"]
     q.signal(signal.SIGKILL)
     q.wait_exit(10)
     again = start_qworker(redis.port, name="again", **cfg)
