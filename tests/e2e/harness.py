@@ -49,10 +49,32 @@ def stats(redis):
     return {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2])}
 
 
+# QWORKER_TEST_PORTS="LOW-HIGH": ports are taken from that range only (tests/run-all.sh gives
+# the suites it runs side by side ranges of their own, below the kernel's ephemeral ones, so
+# that two of them never pick the same port); else the kernel picks.
+_PORTS = os.environ.get("QWORKER_TEST_PORTS")
+_next_port = None
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    global _next_port
+    if not _PORTS:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    low, high = (int(x) for x in _PORTS.split("-"))
+    if _next_port is None:
+        _next_port = low + os.getpid() % (high - low + 1)
+    for _ in range(high - low + 1):
+        port = _next_port
+        _next_port = low if _next_port >= high else _next_port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise AssertionError(f"no free port in {_PORTS}")
 
 
 class RedisClient:
