@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <netdb.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -39,13 +40,16 @@ static const char *const worker_names[] = {"id",       "concurrency",      "fetc
                                            "delivery", "prefix",           "shutdown_timeout",
                                            "heartbeat_ttl", "max_payload",     "max_recoveries",
                                            "task_memory_mb", "task_user", "queue_order",
+                                           "cancel_remember",
                                            NULL};
 static const char *const queue_names[] = {"name", "handler", "weight", NULL};
-static const char *const sleep_names[] = {"name", "type", "max_seconds", NULL};
+static const char *const sleep_names[] = {"name", "type", "max_seconds", "rate_limit",
+                                          "rate_burst", NULL};
 static const char *const exec_names[] = {
     "name",    "type",        "command",     "args",        "env",        "cwd",
     "timeout", "kill_grace",  "max_attempts", "backoff",    "backoff_max", "concurrency",
-    "max_output", "max_line", "timeout_max", "max_attempts_max", "network", NULL};
+    "max_output", "max_line", "timeout_max", "max_attempts_max", "network", "rate_limit",
+    "rate_burst", NULL};
 static const char *const log_names[] = {"level", "target", NULL};
 static const char *const metrics_names[] = {"listen", NULL};
 
@@ -474,6 +478,7 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         get_int(p, g, "fetch_batch", 1, 10000, 100, &c->fetch_batch) < 0 ||
         get_string(p, g, "prefix", "qworker", &c->prefix) < 0 ||
         get_seconds(p, g, "shutdown_timeout", 0, 86400, 30, &c->shutdown_timeout) < 0 ||
+        get_seconds(p, g, "cancel_remember", 1, 31536000, 86400, &c->cancel_remember) < 0 ||
         get_seconds(p, g, "heartbeat_ttl", 1, 3600, 15, &ttl) < 0 ||
         get_int(p, g, "max_payload", 16, 512 << 20, 1 << 20, &c->max_payload) < 0 ||
         get_int(p, g, "max_recoveries", 0, 1000, 3, &c->max_recoveries) < 0 ||
@@ -603,6 +608,30 @@ static int parse_exec(struct parse *p, const config_setting_t *h, struct handler
     return 0;
 }
 
+/* rate_limit = tasks a second, rate_burst = how many of them may start at once (its default:
+ * one second's worth). */
+static int parse_rate(struct parse *p, const config_setting_t *h, struct handler_conf *out)
+{
+    const config_setting_t *burst = config_setting_get_member(h, "rate_burst");
+    double per_second;
+
+    /* get_seconds reads any number; the unit in its messages is not this one's. */
+    const config_setting_t *s = config_setting_get_member(h, "rate_limit");
+    if (s != NULL && !config_setting_is_number(s))
+        return fail(p, s, "'rate_limit' must be a number of tasks a second");
+    per_second = s == NULL ? 0
+                 : config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                                                              : (double)config_setting_get_int64(s);
+    if (s != NULL && !(per_second >= 0.001 && per_second <= 1000000))
+        return fail(p, s, "'rate_limit' = %g is out of range (0.001 to 1000000 tasks a second)",
+                    per_second);
+    out->rate_limit = per_second;
+    if (burst != NULL && s == NULL)
+        return fail(p, burst, "'rate_burst' needs a 'rate_limit' in handler '%s'", out->name);
+    return get_int(p, h, "rate_burst", 1, 1000000,
+                   per_second > 1 ? (long long)ceil(per_second) : 1, &out->rate_burst);
+}
+
 static int parse_handler(struct parse *p, const config_setting_t *h, struct handler_conf *out)
 {
     char *type;
@@ -621,7 +650,7 @@ static int parse_handler(struct parse *p, const config_setting_t *h, struct hand
     if (strcmp(type, "exec") == 0) {
         free(type);
         out->type = HANDLER_EXEC;
-        return parse_exec(p, h, out);
+        return parse_exec(p, h, out) < 0 ? -1 : parse_rate(p, h, out);
     }
     if (strcmp(type, "sleep") != 0) {
         failv(p, config_setting_get_member(h, "type"),
@@ -631,7 +660,7 @@ static int parse_handler(struct parse *p, const config_setting_t *h, struct hand
     }
     free(type);
     out->type = HANDLER_SLEEP;
-    if (check_known(p, h, "a sleep handler", sleep_names) < 0)
+    if (check_known(p, h, "a sleep handler", sleep_names) < 0 || parse_rate(p, h, out) < 0)
         return -1;
     return get_seconds(p, h, "max_seconds", 0, 31536000, 86400, &out->max_seconds);
 }
@@ -663,6 +692,11 @@ static int parse_handlers(struct parse *p, const config_setting_t *root, struct 
             return -1;
         }
         c->nhandlers = i + 1;
+        /* At-most-once pops with BLMPOP: no script to take a token in the same step. */
+        if (c->handlers[i].rate_limit > 0 && c->delivery == DELIVERY_AT_MOST_ONCE)
+            return fail(p, config_setting_get_member(h, "rate_limit"),
+                        "handler '%s': 'rate_limit' needs worker.delivery = \"at-least-once\"",
+                        c->handlers[i].name);
         c->handlers[i].task_uid = c->task_uid;
         c->handlers[i].task_gid = c->task_gid;
         if (find_handler(c, c->handlers[i].name) != &c->handlers[i])

@@ -59,6 +59,10 @@ struct handler_conf {
     double backoff;
     double backoff_max;
     int concurrency; /* 0: only the worker's own limit */
+    /* Tasks a second the whole fleet may start (0: no limit), and how many at once after a
+     * quiet spell: a token bucket in Redis (src/lua/rate_fn.lua). */
+    double rate_limit;
+    int rate_burst;
     int max_output;  /* bytes of the child's output logged per task */
     int max_line;    /* bytes of one output line logged */
     bool network;    /* may open IPv4/IPv6 sockets (qworker-run forbids them otherwise) */
@@ -99,6 +103,7 @@ struct config {
     int heartbeat_ttl_ms;
     int max_payload;
     int max_recoveries; /* put back from dead workers this often: poison; 0: never */
+    double cancel_remember; /* seconds a cancel waits for its task (cancel.h) */
     int task_memory_mb; /* what the payloads of held tasks may take before fetching waits */
     char *task_user;    /* exec handlers run as this user (qworker-run); NULL: as qworker */
     long task_uid, task_gid; /* its ids, resolved at load; -1 without one, never 0 */

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "capacity.h"
 #include "clock.h"
 #include "fetch.h"
@@ -48,7 +50,7 @@ struct waiter {
 
 /* The keys before the queues, and the arguments before the ids (src/lua/fetch.lua). */
 #define FETCH_KEYS 5
-#define FETCH_ARGS 4
+#define FETCH_ARGS 5
 
 struct script_fetch {
     struct fetch_ctx *ctx;
@@ -63,7 +65,8 @@ struct script_fetch {
     struct waiter *waiters; /* one per queue */
     int nwaiters;
     const char **fetch_keys; /* FETCH_KEYS keys, then the queues */
-    const char **fetch_args; /* n, max_payload, max_bytes, worker, then the ids */
+    const char **fetch_args; /* n, max_payload, max_bytes, worker, limits, then the ids */
+    char *limits; /* the handlers' rate limits for the script (src/lua/rate_fn.lua); "": none */
     task_id *ids;
     char count[16];
     char max_payload[16];
@@ -129,6 +132,8 @@ static void waiters_free(struct script_fetch *s)
     free(s->fetch_args);
     free(s->ids);
     free(s->order);
+    free(s->limits);
+    s->limits = NULL;
     weights_free(&s->weights);
     s->order = NULL;
     s->waiters = NULL;
@@ -164,6 +169,43 @@ static int waiter_init(struct script_fetch *s, struct waiter *w, int q)
     return 0;
 }
 
+/* The rate limits as src/lua/rate_fn.lua reads them: the bucket keys' prefix, each limited
+ * handler's rate and burst, and each queue's default handler (a plain payload runs under it).
+ * "" when no handler is limited: the script then does nothing more per task. NULL: out of
+ * memory. */
+static char *limits_spec(const struct config *conf)
+{
+    json_t *h = json_object(), *q = json_object(), *spec;
+    char *key, *out;
+    bool any = false;
+
+    for (int i = 0; i < conf->nhandlers; i++) {
+        const struct handler_conf *hc = &conf->handlers[i];
+        if (hc->rate_limit > 0) {
+            json_object_set_new(h, hc->name,
+                                json_pack("[f, i]", hc->rate_limit, hc->rate_burst));
+            any = true;
+        }
+    }
+    if (!any) {
+        json_decref(h);
+        json_decref(q);
+        return strdup("");
+    }
+    for (int i = 0; i < conf->nqueues; i++)
+        json_object_set_new(q, conf->queues[i].name, json_string(conf->queues[i].handler->name));
+    if (asprintf(&key, "%s:rate:", conf->prefix) < 0) {
+        json_decref(h);
+        json_decref(q);
+        return NULL;
+    }
+    spec = json_pack("{s:s, s:o, s:o}", "k", key, "h", h, "q", q);
+    out = spec != NULL ? json_dumps(spec, JSON_COMPACT) : NULL;
+    json_decref(spec);
+    free(key);
+    return out;
+}
+
 /* The fetch command and the waiters, from ctx->conf; the waiters of the previous configuration
  * are closed (what their armed fetches may have moved is rescued). */
 static int script_reconfigure(void *state)
@@ -176,7 +218,9 @@ static int script_reconfigure(void *state)
     s->fetch_keys = calloc((size_t)conf->nqueues + FETCH_KEYS, sizeof(*s->fetch_keys));
     s->fetch_args = calloc((size_t)conf->fetch_batch + FETCH_ARGS, sizeof(*s->fetch_args));
     s->ids = calloc((size_t)conf->fetch_batch, sizeof(*s->ids));
-    if (s->waiters == NULL || s->fetch_keys == NULL || s->fetch_args == NULL || s->ids == NULL)
+    s->limits = limits_spec(conf);
+    if (s->waiters == NULL || s->fetch_keys == NULL || s->fetch_args == NULL || s->ids == NULL ||
+        s->limits == NULL)
         goto fail;
     if (conf->queue_order == QUEUE_ORDER_WEIGHTED) {
         int weight[conf->nqueues];
@@ -199,6 +243,7 @@ static int script_reconfigure(void *state)
     s->fetch_args[1] = s->max_payload;
     s->fetch_args[2] = s->max_bytes;
     s->fetch_args[3] = conf->worker_id;
+    s->fetch_args[4] = s->limits;
     for (int i = 0; i < conf->fetch_batch; i++)
         s->fetch_args[FETCH_ARGS + i] = s->ids[i];
     snprintf(s->fetch_numkeys, sizeof(s->fetch_numkeys), "%d", conf->nqueues + FETCH_KEYS);
@@ -270,6 +315,18 @@ static void refused(struct script_fetch *s, const redisReply *reply, enum rclass
     fetch_refused(s->ctx, reply, cls);
 }
 
+/* A queue whose next task waits for its handler's rate limit: not waited on (nor fetched from,
+ * when the waiter's fetch is all that would) until the token is due. */
+static void throttled(struct script_fetch *s, int q, const char *ms)
+{
+    long wait = strtol(ms, NULL, 10);
+
+    if (wait < 1 || wait > 60000)
+        wait = wait < 1 ? 1 : 60000; /* a bucket cannot be further off than this; never spin */
+    if (q < s->nwaiters)
+        s->waiters[q].hold_until_us = clock_mono_us() + wait * 1000LL;
+}
+
 /* Hands over the tasks of a fetch script's reply, checked whole first. A reply that makes no
  * sense is not trusted with anything: what the fetch may have moved goes to the rescue, and -1
  * tells the caller to remake the connection it came on (whatever sent it is not Redis as we
@@ -299,6 +356,11 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     for (int i = 0; i < shown && order != NULL; i++)
         f.bad[i].queue = order[f.bad[i].queue];
     for (int i = 0; i < shown; i++) {
+        if (strncmp(f.bad[i].error, "THROTTLED ", 10) == 0) {
+            /* Its head waits for a token: its waiter would wake at once, for nothing. */
+            throttled(s, f.bad[i].queue, f.bad[i].error + 10);
+            continue;
+        }
         fetch_queue_bad(ctx, f.bad[i].queue, f.bad[i].error);
         /* Paused: its waiter would wake at once on a queue that is not empty, for nothing. */
         if (strncmp(f.bad[i].error, "PAUSED", 6) == 0 && f.bad[i].queue < s->nwaiters)
@@ -308,7 +370,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
         int q = order ? order[k] : k;
         bool bad = false;
         for (int i = 0; i < shown; i++)
-            bad = bad || f.bad[i].queue == q;
+            bad = bad || (f.bad[i].queue == q && strncmp(f.bad[i].error, "THROTTLED ", 10) != 0);
         if (!bad)
             fetch_queue_good(ctx, q);
     }

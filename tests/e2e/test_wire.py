@@ -59,8 +59,8 @@ FETCH_KEYS = ["qworker:inflight:w", "qworker:dead", "qworker:dead:payloads", "qw
               "qworker:paused", "bad", "queue"]
 
 
-def fetch_args(n, max_payload=1 << 20, max_bytes=8 << 20):
-    return [n, max_payload, max_bytes, "w"] + [f"i{k}" for k in range(1, n + 1)]
+def fetch_args(n, max_payload=1 << 20, max_bytes=8 << 20, limits=""):
+    return [n, max_payload, max_bytes, "w", limits] + [f"i{k}" for k in range(1, n + 1)]
 
 
 def test_fetch_skips_a_queue_of_the_wrong_type_and_serves_the_next(redis):
@@ -258,3 +258,61 @@ def test_fetch_deals_with_one_huge_payload_a_call_and_leaves_the_rest_in_order(r
     assert got[:6] == [2, 0, 1, 1, b"i4", 20000] and len(got) == 6
     assert redis("LRANGE", "queue", 0, -1) == [b"a", huge[2], huge[1]]
     assert redis("HGET", "qworker:dead:payloads", "i4") == huge[0]
+
+
+def limits(rate, burst, handler="slow", queue_handler="slow"):
+    return json.dumps({"k": "qworker:rate:", "h": {handler: [rate, burst]},
+                       "q": {"bad": "sleep", "queue": queue_handler}})
+
+
+def test_fetch_takes_a_limited_handler_s_tasks_only_with_a_token_and_leaves_the_rest_in_order(
+        redis):
+    redis("LPUSH", "queue", "1", "2", "3", "4", "5")
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(5, limits=limits(0.001, 2)))
+    # Queue 0 ("bad") is empty; queue 1 hands out two (the burst), then says when the next is due.
+    assert got[:3] == [2, 1, 0]
+    assert got[3] == 1 and got[4].startswith(b"THROTTLED ") and got[4].endswith(b" slow")
+    assert 900000 <= int(got[4].split()[1]) <= 1000000  # a token in 1,000 s at 0.001 a second
+    assert got[5:] == [1, b"1", 1, b"2"]
+    assert redis("LRANGE", "queue", 0, -1) == [b"5", b"4", b"3"]
+    assert redis("HLEN", "qworker:inflight:w") == 2
+    # The bucket is shared: any worker's next fetch finds it empty.
+    again = run(redis, "fetch", FETCH_KEYS, fetch_args(5, limits=limits(0.001, 2)))
+    assert again[1] == 1 and len(again) == 5
+    assert 0 < redis("PTTL", "qworker:rate:slow") <= 2000 * 1000 + 1000
+
+
+def test_fetch_charges_the_handler_an_envelope_names_not_its_queue_s(redis):
+    delayed = json.dumps({"handler": "slow", "args": 1, "delay": 5})
+    retried = json.dumps({"payload": json.dumps({"handler": "slow", "args": 1, "delay": 5}),
+                          "attempt": 2, "ready": True})
+    redis("RPUSH", "queue", *reversed(["7",  # the queue's default handler: not limited
+                                       json.dumps({"handler": "slow", "args": 1}),
+                                       delayed,  # goes to the schedule: no token
+                                       "not json {",
+                                       retried,  # due now, opened: costs the last token
+                                       json.dumps({"handler": "slow", "args": 2})]))
+    got = run(redis, "fetch", FETCH_KEYS,
+              fetch_args(10, limits=limits(0.001, 2, queue_handler="sleep")))
+    assert got[4].startswith(b"THROTTLED ")
+    assert got[6::2] == [b"7", json.dumps({"handler": "slow", "args": 1}).encode(),
+                                       delayed.encode(), b"not json {", retried.encode()]
+    assert redis("LRANGE", "queue", 0, -1) == [json.dumps({"handler": "slow", "args": 2}).encode()]
+
+
+def test_fetch_refuses_a_bucket_of_the_wrong_type_before_anything_moves(redis):
+    redis("LPUSH", "queue", "1")
+    redis("SET", "qworker:rate:slow", "x")
+    with pytest.raises(Exception, match="WRONGTYPE qworker:rate:slow"):
+        run(redis, "fetch", FETCH_KEYS, fetch_args(1, limits=limits(5, 5)))
+    assert redis("LRANGE", "queue", 0, -1) == [b"1"]
+
+
+def test_fetch_refills_the_bucket_at_the_rate_and_no_further_than_the_burst(redis):
+    # 1,000 a second, burst 3: drained, then 3 again after a quiet spell, never more.
+    redis("RPUSH", "queue", *[str(i) for i in range(10)])
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(10, limits=limits(1000, 3)))
+    assert len(got[5:]) == 6
+    redis("HSET", "qworker:rate:slow", "at", "0")  # as if a long time had passed
+    got = run(redis, "fetch", FETCH_KEYS, fetch_args(10, limits=limits(1000, 3)))
+    assert len(got[5:]) == 6 and got[4].startswith(b"THROTTLED 1 ")

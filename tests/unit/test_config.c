@@ -92,6 +92,32 @@ static void settings_are_read(void **state)
     config_free(c);
 }
 
+static void rate_limits_and_cancel_remember_are_read(void **state)
+{
+    char err[512];
+    struct config *c = load_text(
+        "worker = { cancel_remember = 60; };\n"
+        "handlers = ( { name = \"a\"; type = \"sleep\"; rate_limit = 20.5; },\n"
+        "  { name = \"b\"; type = \"exec\"; command = [\"/bin/true\"]; rate_limit = 0.5;\n"
+        "    rate_burst = 3; },\n"
+        "  { name = \"c\"; type = \"sleep\"; } );\n",
+        err, sizeof(err));
+
+    (void)state;
+    assert_non_null(c);
+    assert_true(c->cancel_remember == 60);
+    assert_true(c->handlers[0].rate_limit == 20.5);
+    assert_int_equal(c->handlers[0].rate_burst, 21); /* a second's worth, by default */
+    assert_true(c->handlers[1].rate_limit == 0.5);
+    assert_int_equal(c->handlers[1].rate_burst, 3);
+    assert_true(c->handlers[2].rate_limit == 0); /* none */
+    config_free(c);
+    c = load_text("", err, sizeof(err));
+    assert_non_null(c);
+    assert_true(c->cancel_remember == 86400);
+    config_free(c);
+}
+
 static void sentinel_settings_are_read(void **state)
 {
     char err[512];
@@ -192,6 +218,16 @@ static void errors_name_file_line_and_problem(void **state)
         {"schedules = ( { name = \"n\"; queue = \"q\"; payload = \"p\"; every = 5; },\n"
          " { name = \"n\"; queue = \"q\"; payload = \"p\"; every = 6; } );",
          2, "schedule 'n' is listed twice"},
+        {"handlers = ( { name = \"x\"; type = \"sleep\"; rate_limit = 0; } );", 1,
+         "'rate_limit' = 0 is out of range (0.001 to 1000000 tasks a second)"},
+        {"handlers = ( { name = \"x\"; type = \"sleep\"; rate_burst = 5; } );", 1,
+         "'rate_burst' needs a 'rate_limit' in handler 'x'"},
+        {"handlers = ( { name = \"x\"; type = \"sleep\"; rate_limit = \"5\"; } );", 1,
+         "'rate_limit' must be a number of tasks a second"},
+        {"worker = { delivery = \"at-most-once\"; };\nhandlers = ( { name = \"x\"; type = "
+         "\"sleep\";\n rate_limit = 5; } );",
+         3, "handler 'x': 'rate_limit' needs worker.delivery = \"at-least-once\""},
+        {"worker = { cancel_remember = 0; };", 1, "'cancel_remember' = 0 is out of range"},
         {"queues = ();", 1, "'queues' is empty"},
         {"queues = ( { handler = \"sleep\"; } );", 1, "needs a 'name'"},
         {"queues = ( { name = \"a\"; }, \n { name = \"a\"; } );", 2, "listed twice"},
@@ -524,6 +560,7 @@ int main(void)
         cmocka_unit_test(settings_are_read),
         cmocka_unit_test(errors_name_file_line_and_problem),
         cmocka_unit_test(sentinel_settings_are_read),
+        cmocka_unit_test(rate_limits_and_cancel_remember_are_read),
         cmocka_unit_test(settings_of_one_name_on_one_line_keep_their_own_values),
         cmocka_unit_test(shipped_files_are_valid),
         cmocka_unit_test(includes_that_libconfig_would_die_on_are_refused),
