@@ -162,6 +162,10 @@ static int push_tick(struct periodic *p, struct rconn *rc, int i, int64_t tick, 
     rcond_end(&p->refused[i], "the ticks of schedule %s are pushed again", s->name);
     if (reply->integer == 1)
         log_info("schedule %s: tick %" PRId64 " pushed to queue %s", s->name, tick, s->queue);
+    else if (reply->integer == 2)
+        log_info("schedule %s: first tick %" PRId64 " noted, not pushed: a new schedule fires "
+                 "from its next tick",
+                 s->name, tick);
     freeReplyObject(reply);
     return 0;
 }

@@ -3,7 +3,8 @@
 -- is kept in the schedule's key, and a tick not later than the one kept is not pushed again.
 -- KEYS: the schedule's key, its queue. ARGV: tick, payload, "catch-up" or "" (a tick found
 -- missed at a start: a schedule with no key yet only notes it, so that a new schedule does not
--- fire the moment it is added). Returns 1 if pushed, 0 if not, -1 if the tick is in the future.
+-- fire the moment it is added). Returns 1 if pushed, 0 if not, 2 if noted as a new schedule's
+-- first tick (not pushed), -1 if the tick is in the future.
 -- Declared without flags: Redis refuses it whole under maxmemory, before anything is written.
 -- include requeue_fn.lua
 local refused = check_types({KEYS[1], 'string', KEYS[2], 'list'})
@@ -15,6 +16,6 @@ if tick > tonumber(redis.call('TIME')[1]) + 60 then return -1 end
 local last = tonumber(redis.call('GET', KEYS[1]) or '')
 if last ~= nil and last >= tick then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
-if last == nil and ARGV[3] == 'catch-up' then return 0 end
+if last == nil and ARGV[3] == 'catch-up' then return 2 end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 return 1

@@ -40,8 +40,14 @@ def schedules_text(schedules):
 @pytest.mark.plain_only  # ten seconds of ticks; the code it drives runs under the sanitizers below
 def test_three_workers_push_each_tick_once_through_a_kill_and_a_restart(redis, start_qworker):
     workers = start_fleet(start_qworker, redis, 3, EVERY_SECOND)
-    # The first worker to look notes the current tick without pushing it (a new schedule).
-    first = int(wait_for(lambda: redis("GET", KEY), 5, "the schedule's first tick noted"))
+    # The first worker to look notes the current tick without pushing it (a new schedule), and
+    # says which: read from Redis, it could already be a later one, pushed while the others
+    # were starting.
+    noted = wait_for(lambda: [e["MESSAGE"] for w in workers for e in w.journal()
+                              if "schedule tick: first tick" in e.get("MESSAGE", "")], 10,
+                     "the schedule's first tick noted")
+    assert len(noted) == 1, noted
+    first = int(noted[0].split("first tick ")[1].split()[0])
     wait_for(lambda: int(redis("GET", KEY)) >= first + 4, 10, "four ticks")
     workers[1].signal(signal.SIGKILL)
     workers[1].wait_exit(10)
