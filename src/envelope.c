@@ -10,11 +10,12 @@
 #include <jansson.h>
 
 #include "isolate.h"
+#include "unique.h"
 #include "wire.h"
 
 
 static const char *const fields[] = {"id",    "handler", "args",         "timeout",
-                                     "delay", "attempt", "max_attempts", "then",
+                                     "delay", "attempt", "max_attempts", "then", "unique_for",
                                      NULL};
 
 static int invalid(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -217,8 +218,9 @@ static int parse_object(struct task *t, const struct config *conf)
 {
     json_error_t err;
     json_t *o = json_loadb(t->payload, t->len, JSON_REJECT_DUPLICATES, &err), *v;
-    const char *key, *name;
+    const char *key, *name, *why;
     const struct handler_conf *handler = NULL;
+    double seconds;
 
     if (o == NULL)
         return invalid(t, "invalid JSON at byte %d: %s", err.position, err.text);
@@ -242,6 +244,8 @@ static int parse_object(struct task *t, const struct config *conf)
             return invalid(t, "\"id\" must be a string of 1 to %d bytes", TASK_LABEL_MAX);
         t->label = json_string_value(v);
     }
+    if (unique_fields(o, &name, &seconds, &why) < 0)
+        return invalid(t, "%s", why);
     v = json_object_get(o, "handler");
     if (!json_is_string(v))
         return invalid(t, "the envelope needs \"handler\": a string");

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "task.h"
 #include "taskq.h"
+#include "unique.h"
 
 /* After Redis refused a fetch: the first wait, doubling up to the last. */
 #define REFUSED_MIN_MS 50
@@ -49,13 +50,32 @@ size_t fetch_max_bytes(struct fetch_ctx *ctx)
     return left < FETCH_MAX_BYTES ? left : FETCH_MAX_BYTES;
 }
 
-void fetch_charge(struct fetch_ctx *ctx, const struct taskq_chain *chain)
+void fetch_hand_over(struct fetch_ctx *ctx, struct taskq_chain *chain)
 {
+    redisReply *refusal;
     size_t bytes = 0;
 
+    /* Not claimed: they go back to their queue (loop.c); Redis refusing is said once, and the
+     * next fetches wait longer and longer, so that a claim refused every time does not spin. */
+    int claimed = unique_claim(ctx->rc, ctx->conf, chain, &refusal);
+    if (claimed < 0 && refusal != NULL) {
+        rcond_begin(&ctx->claim_refused, LOG_ERR, reply_text(refusal),
+                    "redis refuses to claim the ids of unique tasks (\"unique_for\"): they go "
+                    "back to their queue, and are tried again");
+        ctx->claim_backoff_ms = ctx->claim_backoff_ms < REFUSED_MIN_MS ? REFUSED_MIN_MS
+                                : ctx->claim_backoff_ms * 2 > REFUSED_MAX_MS
+                                    ? REFUSED_MAX_MS
+                                    : ctx->claim_backoff_ms * 2;
+        ctx->pause_until_us = clock_mono_us() + (int64_t)ctx->claim_backoff_ms * 1000;
+        freeReplyObject(refusal);
+    } else if (claimed > 0) {
+        rcond_end(&ctx->claim_refused, "unique tasks' ids are claimed again");
+        ctx->claim_backoff_ms = 0;
+    }
     for (const struct task *t = chain->first; t != NULL; t = t->next)
         bytes += t->mem;
     capacity_charge(ctx->cap, bytes);
+    taskq_push_batch(ctx->out, chain);
 }
 
 void fetch_taken(struct fetch_ctx *ctx)

@@ -41,6 +41,8 @@ struct fetch_ctx {
     bool more;               /* the last fetch took nothing yet did something: fetch again */
     int refused_backoff_ms;
     struct rcond refused;    /* Redis refusing to hand out tasks: said once */
+    struct rcond claim_refused; /* Redis refusing unique tasks' claims (unique.h): said once */
+    int claim_backoff_ms;
     struct rcond *queue_bad; /* per queue of conf: it cannot be read: said once */
 };
 
@@ -86,8 +88,9 @@ struct task *fetch_task(const struct queue_conf *queue, const char *payload, siz
  * (JSON of small values), so at most a 32nd of what is left of the memory budget, and at most
  * FETCH_MAX_BYTES (the first task always comes). */
 size_t fetch_max_bytes(struct fetch_ctx *ctx);
-/* Charges the tasks of a batch to the memory budget, in one lock. */
-void fetch_charge(struct fetch_ctx *ctx, const struct taskq_chain *chain);
+/* Hands a batch to the loop thread: unique tasks' ids claimed first (unique.h), the batch
+ * charged to the memory budget in one lock. */
+void fetch_hand_over(struct fetch_ctx *ctx, struct taskq_chain *chain);
 /* Sleeps up to ms unless woken (stop, reload, pause). */
 void fetch_pause(struct fetch_ctx *ctx, int ms);
 /* A poll timeout: left_us rounded up, at most a health period (the watchdog sees progress). */

@@ -263,8 +263,7 @@ static int hand_over(struct pop *p, const redisReply *reply)
         taskq_chain_add(&chain, t);
     }
     n = (int)chain.n;
-    fetch_charge(p->ctx, &chain);
-    taskq_push_batch(p->ctx->out, &chain);
+    fetch_hand_over(p->ctx, &chain);
     return n;
 }
 

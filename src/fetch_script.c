@@ -366,6 +366,15 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
         if (strncmp(f.bad[i].error, "PAUSED", 6) == 0 && f.bad[i].queue < s->nwaiters)
             s->waiters[f.bad[i].queue].hold_until_us = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
     }
+    if (f.nbad > shown) {
+        /* More queues paused, unreadable or throttled than a reply names: which ones is not
+         * known, so none is waited on for a while (a waiter would wake at once, for nothing);
+         * the fetches go on meanwhile. */
+        int64_t hold = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
+        for (int i = 0; i < s->nwaiters; i++)
+            if (s->waiters[i].hold_until_us < hold)
+                s->waiters[i].hold_until_us = hold;
+    }
     for (int k = 0; k < f.examined; k++) {
         int q = order ? order[k] : k;
         bool bad = false;
@@ -399,8 +408,7 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     for (size_t i = f.nitems; i < (size_t)n; i++)
         held_del(ids[i]); /* not used: nothing of this fetch is under that id */
     got = (int)chain.n;
-    fetch_charge(ctx, &chain);
-    taskq_push_batch(ctx->out, &chain);
+    fetch_hand_over(ctx, &chain);
     return got;
 }
 

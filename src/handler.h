@@ -15,6 +15,9 @@ struct handler_ops {
     int (*start)(struct loop *loop, struct task *task);
     /* Stops a running task at once (shutdown); loop_task_done() must not follow. */
     void (*cancel)(struct loop *loop, struct task *task);
+    /* Cancelled (qworkerctl cancel): stopped as a timeout stops it (exec: SIGTERM to its group,
+     * SIGKILL after kill_grace), ending through loop_task_done with OUTCOME_CANCELLED. */
+    void (*stop)(struct loop *loop, struct task *task);
 };
 
 const struct handler_ops *handler_ops(enum handler_type type);

@@ -54,6 +54,7 @@ struct exec_run {
     size_t logged;
     bool truncated;
     bool timed_out;
+    bool cancelled; /* qworkerctl cancel: stopped as a timeout stops it */
     bool killing; /* SIGTERM sent, SIGKILL next */
 };
 
@@ -217,7 +218,10 @@ static void on_child_exit(evutil_socket_t fd, short what, void *arg)
     /* What the child wrote last is still in the pipes. */
     stream_read(&r->out);
     stream_read(&r->err);
-    if (r->timed_out) {
+    if (r->cancelled) {
+        outcome = OUTCOME_CANCELLED;
+        task_set_reason(t, "cancelled (qworkerctl cancel) while it ran");
+    } else if (r->timed_out) {
         outcome = OUTCOME_TIMEOUT;
         task_set_reason(t, "timed out after %g s",
                  t->timeout > 0 ? t->timeout : r->h->timeout);
@@ -236,15 +240,11 @@ static void on_child_exit(evutil_socket_t fd, short what, void *arg)
     loop_task_done(loop, t, outcome);
 }
 
-/* The timeout: SIGTERM to the whole group, then SIGKILL after the grace. */
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+/* SIGTERM to the whole group, then SIGKILL after the grace (the deadline timer, re-armed). */
+static void kill_step(struct exec_run *r)
 {
-    struct exec_run *r = arg;
     struct timeval grace;
 
-    (void)fd;
-    (void)what;
-    r->timed_out = true;
     if (r->killing) {
         group_signal(r, SIGKILL);
         return;
@@ -254,6 +254,18 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     grace.tv_sec = (time_t)r->h->kill_grace;
     grace.tv_usec = (suseconds_t)((r->h->kill_grace - (double)grace.tv_sec) * 1e6);
     evtimer_add(r->deadline, &grace);
+}
+
+/* The timeout. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct exec_run *r = arg;
+
+    (void)fd;
+    (void)what;
+    if (!r->cancelled)
+        r->timed_out = true;
+    kill_step(r);
 }
 
 /* argv: qworker-run's part when the handler is kept apart (isolate.c), the configured command,
@@ -486,7 +498,20 @@ static void exec_cancel(struct loop *loop, struct task *t)
     free_run(r);
 }
 
+static void exec_stop(struct loop *loop, struct task *t)
+{
+    struct exec_run *r = t->run;
+
+    (void)loop;
+    if (r == NULL || r->cancelled)
+        return;
+    r->cancelled = true; /* not retried, even if its time was up already */
+    if (!r->killing)
+        kill_step(r);
+}
+
 const struct handler_ops handler_exec_ops = {
     .start = exec_start,
     .cancel = exec_cancel,
+    .stop = exec_stop,
 };

@@ -147,7 +147,15 @@ static void sleep_cancel(struct loop *loop, struct task *t)
     evtimer_del(&t->timer);
 }
 
+static void sleep_stop(struct loop *loop, struct task *t)
+{
+    evtimer_del(&t->timer);
+    task_set_reason(t, "cancelled (qworkerctl cancel) while it ran");
+    loop_task_done(loop, t, OUTCOME_CANCELLED);
+}
+
 const struct handler_ops handler_sleep_ops = {
     .start = sleep_start,
     .cancel = sleep_cancel,
+    .stop = sleep_stop,
 };

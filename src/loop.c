@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "cancel.h"
 #include "capacity.h"
 #include "clock.h"
 #include "envelope.h"
@@ -66,6 +67,7 @@ struct loop {
     struct event *tick;                          /* the watchdog's proof of progress */
     struct event *fence_check;                   /* at-least-once: identity_expiring */
     bool fenced;
+    uint64_t cancel_gen; /* cancel_generation() when the tasks were last looked at */
     _Atomic(const struct config *) next_conf; /* a reload waiting to be applied */
 
     struct common_timeout timeouts[COMMON_TIMEOUTS_MAX];
@@ -77,6 +79,11 @@ static void ring(void *arg)
     struct loop *loop = arg;
 
     event_active(loop->doorbell, EV_READ, 0);
+}
+
+void loop_poke(void *loop)
+{
+    ring(loop);
 }
 
 void loop_counts(struct loop *loop, size_t *running, size_t *waiting)
@@ -325,6 +332,22 @@ static void start_task(struct loop *loop, struct task *t)
         finish(loop, t, OUTCOME_INVALID);
         return;
     }
+    if (t->unique == UNIQUE_DUPLICATE) {
+        task_set_reason(t, "its id ran within its unique_for (%g s): not run", t->unique_for);
+        finish(loop, t, OUTCOME_DUPLICATE);
+        return;
+    }
+    if (cancel_wanted(t->label, t->id)) {
+        task_set_reason(t, "cancelled (qworkerctl cancel) before it started");
+        finish(loop, t, OUTCOME_CANCELLED);
+        return;
+    }
+    if (t->unique == UNIQUE_UNCHECKED) {
+        /* Run unchecked, it could run twice: back to its queue, to be claimed again. */
+        task_set_reason(t, "its id could not be claimed in redis (unique_for)");
+        finish(loop, t, OUTCOME_REQUEUED);
+        return;
+    }
     if (t->delay > 0) {
         /* Not now: the reporter puts it in the schedule, from where it comes back when due. */
         finish(loop, t, OUTCOME_DELAYED);
@@ -345,6 +368,36 @@ static void start_task(struct loop *loop, struct task *t)
     run_task(loop, t);
 }
 
+/* A cancel came (cancel.h): the tasks held that it names stop. Those waiting under their
+ * handler's concurrency first, so that none of them starts in a slot a cancelled one frees. */
+static void cancel_held(struct loop *loop)
+{
+    struct task *t, *next;
+    uint64_t gen = cancel_generation();
+
+    if (gen == loop->cancel_gen)
+        return;
+    loop->cancel_gen = gen;
+    for (int h = 0; h < loop->nslots; h++) {
+        struct taskq_chain keep = {0};
+        while ((t = pop_waiting(loop, h)) != NULL) {
+            if (!cancel_wanted(t->label, t->id)) {
+                taskq_chain_add(&keep, t);
+                loop->nwaiting++;
+                continue;
+            }
+            task_set_reason(t, "cancelled (qworkerctl cancel) before it started");
+            finish(loop, t, OUTCOME_CANCELLED);
+        }
+        loop->slots[h].waiting = keep;
+    }
+    for (t = LIST_FIRST(&loop->running); t != NULL; t = next) {
+        next = LIST_NEXT(t, running);
+        if (cancel_wanted(t->label, t->id))
+            handler_ops(t->handler->type)->stop(loop, t);
+    }
+}
+
 static void on_doorbell(evutil_socket_t fd, short what, void *arg)
 {
     struct loop *loop = arg;
@@ -359,6 +412,7 @@ static void on_doorbell(evutil_socket_t fd, short what, void *arg)
         loop->conf = reloaded; /* for the tasks that start from now on */
     if (request != STOP_NONE)
         begin_stop(loop, (enum stop_mode)request);
+    cancel_held(loop);
     for (t = taskq_take_all(&loop->inbox, &loop->inbox_closed); t != NULL; t = next) {
         next = t->next;
         start_task(loop, t);

@@ -36,6 +36,9 @@ void loop_join(struct loop *loop);
  * the loop. */
 void loop_reconfigure(struct loop *loop, const struct config *conf);
 
+/* From any thread: makes the loop look at its tasks again (a cancel came: cancel.h). */
+void loop_poke(void *loop);
+
 /* From any thread, for the status: tasks running now, and tasks held waiting under their
  * handler's concurrency. */
 void loop_counts(struct loop *loop, size_t *running, size_t *waiting);

@@ -12,6 +12,7 @@
 #include <event2/thread.h>
 
 #include "capacity.h"
+#include "cancel.h"
 #include "config.h"
 #include "config_secret.h"
 #include "consumer.h"
@@ -141,6 +142,8 @@ static int start_threads(struct daemon *d)
         return unwind(d, "monitor");
     if (sentinel_watch_start(&d->conf->redis, redis_probe_master) < 0)
         return unwind(d, "sentinel");
+    if (cancel_watch_start(d->conf, loop_poke, d->loop) < 0)
+        return unwind(d, "cancel");
     if (consumer_start(d->consumer) < 0)
         return unwind(d, "consumer");
     return 0;
@@ -219,6 +222,7 @@ static int run(struct daemon *d, const sigset_t *set)
     monitor_free(d->monitor); /* its thread reads the loop's counts: it stops first */
     d->monitor = NULL;
     sentinel_watch_stop();
+    cancel_watch_stop(); /* it pokes the loop: it stops first */
     consumer_free(d->consumer);
     loop_free(d->loop);
     reporter_free(d->reporter);

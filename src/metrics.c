@@ -8,7 +8,6 @@
 
 #include <event2/buffer.h>
 
-#define NOUTCOMES (OUTCOME_DELAYED + 1)
 
 /* Seconds. Tasks run from a millisecond (a no-op) to hours (a batch job). */
 static const double task_bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300,

@@ -142,6 +142,13 @@ static int add_effect(struct record_call *c, const struct record_keys *k, const 
             return -1;
         return arg(c, t->then, t->then_len);
     }
+    if (t->outcome == OUTCOME_DUPLICATE || t->outcome == OUTCOME_CANCELLED) {
+        const char *what = outcome_name(t->outcome);
+        if (arg(c, t->id, strlen(t->id)) < 0 || owned_arg(c, number(qi)) < 0 ||
+            arg(c, "n", 1) < 0 || arg(c, what, strlen(what)) < 0)
+            return -1;
+        return arg(c, "", 0);
+    }
     if (t->dead) {
         kind = "d";
         entry = wire_dead_letter(t->payload, t->len, t->label, t->queue->name, t->handler->name,
@@ -165,6 +172,13 @@ static int add_effect(struct record_call *c, const struct record_keys *k, const 
     }
     if (arg(c, t->id, strlen(t->id)) < 0 || owned_arg(c, number(qi)) < 0 ||
         arg(c, kind, 1) < 0)
+        goto fail;
+    /* A unique task that never ran gives its claim back (record.lua), also one whose claim's
+     * reply was lost: the claim may have been made, and only its own is given back. */
+    if (score == NULL && t->unique_key != NULL &&
+        (t->unique == UNIQUE_CLAIMED || t->unique == UNIQUE_UNCHECKED) &&
+        (t->outcome == OUTCOME_INVALID || t->outcome == OUTCOME_REQUEUED) &&
+        (score = strdup(t->unique_key)) == NULL)
         goto fail;
     if (score != NULL ? owned_arg(c, score) < 0 : arg(c, "", 0) < 0) {
         score = NULL;

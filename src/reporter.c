@@ -154,7 +154,8 @@ static int priority_of(const struct task *t)
 {
     if (t->outcome == OUTCOME_OK || t->outcome == OUTCOME_DELAYED)
         return LOG_INFO;
-    if (t->outcome == OUTCOME_REQUEUED)
+    if (t->outcome == OUTCOME_REQUEUED || t->outcome == OUTCOME_DUPLICATE ||
+        t->outcome == OUTCOME_CANCELLED)
         return LOG_NOTICE;
     /* An invalid payload is the sender's mistake, not the worker's: warning, not err. */
     if (t->dead && t->outcome != OUTCOME_INVALID)
@@ -375,7 +376,8 @@ static void take(struct reporter *rp, struct task *batch)
             count_lateness(rp, t->finished_mono_us - t->started_mono_us - t->sleep_us);
         if (t->outcome == OUTCOME_OK)
             atomic_fetch_add(&rp->done_ok, 1);
-        else if (t->outcome != OUTCOME_REQUEUED && t->outcome != OUTCOME_DELAYED)
+        else if (t->outcome == OUTCOME_FAILED || t->outcome == OUTCOME_TIMEOUT ||
+                 t->outcome == OUTCOME_INVALID)
             atomic_fetch_add(&rp->done_failed, 1);
         if (t->due_ms > 0) {
             int64_t due_us = clock_mono_us() + (t->due_ms - clock_real_us() / 1000) * 1000;

@@ -41,6 +41,8 @@ void retry_decide(struct task *t, int64_t now_us, uint64_t draw)
         break;
     case OUTCOME_OK:
     case OUTCOME_REQUEUED:
+    case OUTCOME_DUPLICATE:
+    case OUTCOME_CANCELLED:
         break;
     }
 }

@@ -96,6 +96,7 @@ void task_free(struct task *t)
     free(t->label_own);
     free(t->then);
     free(t->then_queue);
+    free(t->unique_key);
     free(t);
 }
 
@@ -131,6 +132,10 @@ const char *outcome_name(enum outcome o)
         return "requeued";
     case OUTCOME_DELAYED:
         return "delayed";
+    case OUTCOME_DUPLICATE:
+        return "duplicate";
+    case OUTCOME_CANCELLED:
+        return "cancelled";
     }
     return "unknown";
 }

@@ -23,8 +23,14 @@ enum outcome {
     OUTCOME_TIMEOUT,
     OUTCOME_INVALID,
     OUTCOME_REQUEUED,
-    OUTCOME_DELAYED, /* not run yet: "delay" put it in the schedule */
+    OUTCOME_DELAYED,   /* not run yet: "delay" put it in the schedule */
+    OUTCOME_DUPLICATE, /* not run: its "id" ran within its "unique_for" (unique.h) */
+    OUTCOME_CANCELLED, /* stopped or not run: qworkerctl cancel (cancel.h); never retried */
 };
+#define NOUTCOMES (OUTCOME_CANCELLED + 1)
+
+/* An envelope asking for "unique_for" (unique.h): whether its id could be claimed. */
+enum unique_state { UNIQUE_NONE, UNIQUE_CLAIMED, UNIQUE_DUPLICATE, UNIQUE_UNCHECKED };
 
 #define TASK_ID_LEN 16
 #define TASK_REASON_MAX 160
@@ -53,6 +59,11 @@ struct task {
     double timeout;       /* seconds; 0: the handler's */
     int max_attempts;     /* 0: the handler's */
     double delay;         /* seconds to wait before the first attempt */
+    /* Claimed by the consumer before the task reaches the loop (unique.c): the claim's key, its
+     * window in seconds, and whether it was had. */
+    char *unique_key;
+    double unique_for;
+    enum unique_state unique;
 
     int exit_status;      /* exec: the exit code, or 128 + signal; 0 otherwise */
     int64_t sleep_us;     /* sleep: how long it was to take, to measure timer lateness */

@@ -34,6 +34,7 @@ int ctl_workers(struct ctl *c);
 int ctl_dead(struct ctl *c);
 int ctl_push(struct ctl *c);
 int ctl_pause(struct ctl *c, bool pause);
+int ctl_cancel(struct ctl *c);
 
 /* A command whose reply is NULL (connection lost) or an error: says why on stderr and returns
  * the exit status for it. */

@@ -25,6 +25,8 @@ static void usage(FILE *out)
             "  push QUEUE [--handler H] [--delay S] [--id ID] [--timeout S]\n"
             "       [--max-attempts N] -- ARG...  an envelope with these arguments\n"
             "  pause QUEUE / resume QUEUE      no worker takes from it / they do again\n"
+            "  cancel ID...                    stop it if it runs, never start it; removed from\n"
+            "                                  the schedule now (remembered for cancel_remember)\n"
             "  -c, --config FILE  the worker's configuration, for Redis and the key prefix\n"
             "                     (default " DEFAULT_CONFIG ")\n"
             "  --json             JSON on one line instead of tables\n"
@@ -82,6 +84,8 @@ static int dispatch(struct ctl *c, const char *cmd)
         return ctl_dead(c);
     if (strcmp(cmd, "push") == 0)
         return ctl_push(c);
+    if (strcmp(cmd, "cancel") == 0)
+        return ctl_cancel(c);
     if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
         return ctl_pause(c, cmd[0] == 'p');
     fprintf(stderr, "qworkerctl: unknown command '%s'\n", cmd);

@@ -14,13 +14,24 @@ function rate.new(spec, now_us)
   return s
 end
 
--- Refused before anything moves (Lua does not roll back): a bucket key of another type.
+local bucket
+
+-- Refused before anything moves (Lua does not roll back): a bucket key of another type, or one
+-- the ACL keeps from us. Every bucket is read now, so that nothing can fail once tasks are
+-- popped.
 function rate.check(s)
   for h in pairs(s.h) do
-    local t = redis.call('TYPE', s.k .. h).ok
-    if t ~= 'hash' and t ~= 'none' then
-      return 'WRONGTYPE ' .. s.k .. h .. ' is a ' .. t .. ', not a hash'
+    local key = s.k .. h
+    if not (redis.acl_check_cmd('TYPE', key) and redis.acl_check_cmd('HMGET', key, 'tokens', 'at')
+            and redis.acl_check_cmd('HSET', key, 'tokens', '0', 'at', '0')
+            and redis.acl_check_cmd('PEXPIRE', key, '1')) then
+      return 'NOPERM this user may not read and write ' .. key .. ' (TYPE, HMGET, HSET, PEXPIRE)'
     end
+    local t = redis.call('TYPE', key).ok
+    if t ~= 'hash' and t ~= 'none' then
+      return 'WRONGTYPE ' .. key .. ' is a ' .. t .. ', not a hash'
+    end
+    bucket(s, h)
   end
   return nil
 end
@@ -45,7 +56,7 @@ function rate.handler_of(s, p, queue)
   return nil
 end
 
-local function bucket(s, h)
+function bucket(s, h)
   local b = s.buckets[h]
   if b ~= nil then return b end
   local l = s.h[h]

@@ -11,7 +11,10 @@
 --   then, to the end, one 5-tuple per other task: id, queue key index, kind, score, entry;
 --   kind: "d" dead letter, "r" retry (scored), "l" delayed (scored), "q" back to its queue,
 --   "c" ended ok with a next step (entry) for the queue named in the score's place (a name
---   from a payload, not a key: it may not be ours to write).
+--   from a payload, not a key: it may not be ours to write), "n" not run to its end and not to
+--   run again, counted under the name in the score's place ("duplicate", "cancelled").
+--   For "d" and "q" the score's place holds the key of a unique task's claim (src/unique.c)
+--   that the task gives back, never having run ("" when none): a copy pushed again may run.
 -- In at-least-once mode a task that is no longer in the in-flight hash (another worker put it
 -- back after this one missed its heartbeats, or someone deleted the hash) is not recorded: it
 -- runs again from where it was put back. Returns {recorded, not recorded (no longer ours)}.
@@ -35,6 +38,16 @@ local function count(qi, what, n)
   local q = perq[qi] or {}
   perq[qi] = q
   q[what] = (q[what] or 0) + n
+end
+-- Only if it still holds this task's id: a claim that expired may be another copy's by now.
+-- Checked key by key (its name comes from a payload's id): a key of another type or one the
+-- ACL keeps from us is left, not a reason to refuse the batch.
+local function release_claim(key, id)
+  if redis.acl_check_cmd('TYPE', key) and redis.acl_check_cmd('GET', key) and
+      redis.acl_check_cmd('DEL', key) and usable(key, 'string') and
+      redis.call('GET', key) == id then
+    redis.call('DEL', key)
+  end
 end
 local recorded, skipped = 0, 0
 local i = 4
@@ -61,6 +74,7 @@ while i + 4 <= #ARGV do
     skipped = skipped + 1
   else
     recorded = recorded + 1
+    if (kind == 'd' or kind == 'q') and score ~= '' then release_claim(score, id) end
     if kind == 'd' then
       redis.call('LPUSH', KEYS[3], entry)
       count(qi, 'processed', 1)
@@ -76,13 +90,16 @@ while i + 4 <= #ARGV do
     elseif kind == 'q' then
       redis.call('RPUSH', KEYS[qi], entry)
       count(qi, 'requeued', 1)
+    elseif kind == 'n' and (score == 'duplicate' or score == 'cancelled') then
+      count(qi, score, 1)
     elseif kind == 'c' then
       -- The next step's queue comes from a payload: checked here, one task at a time, so that a
       -- key of another type, or one the ACL keeps from us, costs that step (a dead letter), not
       -- the whole batch (a script that fails half-way does not roll back).
       count(qi, 'processed', 1)
       count(qi, 'succeeded', 1)
-      if usable(score, 'list') and redis.acl_check_cmd('LPUSH', score, entry) then
+      if redis.acl_check_cmd('TYPE', score) and redis.acl_check_cmd('LPUSH', score, entry) and
+          usable(score, 'list') then
         redis.call('LPUSH', score, entry)
       else
         -- Named by the next step's own id, the one its sender knows.

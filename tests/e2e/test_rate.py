@@ -28,8 +28,9 @@ def limited(rate_limit=RATE):
 
 def test_three_workers_share_one_handler_s_rate_limit(redis, start_qworker):
     ids = task_ids("rate", N)
-    # Each task runs 0.1 s: five at a time fleet-wide at the limit; far more without it.
-    push_many(redis, [json.dumps({"id": i, "handler": "limited", "args": 0.1}) for i in ids])
+    # What a worker holds is what it took and has not recorded yet: a few at the limit, a
+    # fetch_batch without it.
+    push_many(redis, [json.dumps({"id": i, "handler": "limited", "args": 0}) for i in ids])
     workers = [start_qworker(redis.port, name=f"w{k}", log=TEXT, handlers=limited(),
                              worker={"id": f"w{k}", "fetch_batch": 100, "concurrency": 200})
                for k in range(3)]

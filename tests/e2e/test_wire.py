@@ -171,6 +171,30 @@ def test_record_applies_a_batch_once_whatever_the_resends(redis):
     assert redis("LLEN", "qworker:dead") == 1 and redis("LLEN", "queue") == 1
 
 
+def test_record_counts_what_did_not_run_and_gives_back_only_its_own_claims(redis):
+    for i in ("n1", "n2", "q1", "q2", "d1", "d2"):
+        redis("HSET", "qworker:inflight:w", i, b"queue\x00x")
+    redis("SET", "qworker:unique:a", "q1")
+    redis("SET", "qworker:unique:b", "someone-else")
+    redis("HSET", "qworker:unique:c", "f", "v")  # not ours to touch, nor a reason to refuse
+    args = ["t:1", "1", "0",
+            "n1", "6", "n", "duplicate", "",
+            "n2", "6", "n", "cancelled", "",
+            "q1", "6", "q", "qworker:unique:a", "A",   # its own claim: given back
+            "q2", "6", "q", "qworker:unique:b", "B",   # another copy's by now: kept
+            "d1", "6", "d", "qworker:unique:c", "D1",  # a hash: left alone
+            "d2", "6", "d", "qworker:unique:none", "D2"]
+    assert run(redis, "record", RECORD_KEYS, args) == [6, 0, 0]
+    s = stats(redis)
+    assert s["duplicate"] == 1 and s["cancelled"] == 1 and s["queue:queue:duplicate"] == 1
+    assert "succeeded" not in s and s["requeued"] == 2 and s["dead"] == 2
+    assert redis("EXISTS", "qworker:unique:a") == 0
+    assert redis("GET", "qworker:unique:b") == b"someone-else"
+    assert redis("HGET", "qworker:unique:c", "f") == b"v"
+    assert redis("LRANGE", "queue", 0, -1) == [b"A", b"B"]
+    assert redis("HLEN", "qworker:inflight:w") == 0
+
+
 @pytest.mark.parametrize("key", RECORD_KEYS)
 def test_record_writes_nothing_when_a_key_is_the_wrong_type(redis, key):
     for i in ("ok1", "ok2", "d1", "r1", "q1"):
@@ -316,3 +340,16 @@ def test_fetch_refills_the_bucket_at_the_rate_and_no_further_than_the_burst(redi
     redis("HSET", "qworker:rate:slow", "at", "0")  # as if a long time had passed
     got = run(redis, "fetch", FETCH_KEYS, fetch_args(10, limits=limits(1000, 3)))
     assert len(got[5:]) == 6 and got[4].startswith(b"THROTTLED 1 ")
+
+
+def test_fetch_refuses_a_bucket_the_acl_keeps_from_it_before_anything_moves(redis):
+    # Allowed everything but HMGET: refused whole, nothing popped (Lua does not roll back).
+    redis("ACL", "SETUSER", "nohmget", "on", ">pw", "~*", "&*", "+@all", "-hmget")
+    as_user = redis.new_client()
+    assert as_user("AUTH", "nohmget", "pw") == "OK"
+    redis("LPUSH", "queue", "1", "2")
+    with pytest.raises(Exception, match="NOPERM .*qworker:rate:slow"):
+        as_user("EVAL", script("fetch"), len(FETCH_KEYS), *FETCH_KEYS,
+                *fetch_args(2, limits=limits(5, 5)))
+    assert redis("LRANGE", "queue", 0, -1) == [b"2", b"1"]
+    assert redis("HLEN", "qworker:inflight:w") == 0

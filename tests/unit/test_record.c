@@ -88,10 +88,62 @@ static void a_batch_is_grouped_then_listed(void **state)
     }
 }
 
+/* A duplicate and a cancelled task are counted and go nowhere; a unique task that never ran
+ * (refused, or put back) hands the key of its claim in the score's place, to be given back; one
+ * that ran and failed for good keeps it. */
+static void tasks_not_run_are_counted_and_give_their_claim_back(void **state)
+{
+    struct task *head = NULL, *t, *next;
+    struct record_keys k = {"qworker:inflight:w", "qworker:stats", "qworker:dead",
+                            "qworker:schedule", "qworker:recorded:w", "w", true};
+    struct record_call c;
+
+    (void)state;
+    t = add(&head, &q1, "0000000000000001", OUTCOME_DUPLICATE);
+    t = add(&t->next, &q1, "0000000000000002", OUTCOME_CANCELLED);
+    t = add(&t->next, &q1, "0000000000000003", OUTCOME_REQUEUED);
+    t->unique = UNIQUE_CLAIMED;
+    t->unique_key = strdup("qworker:unique:u3");
+    t = add(&t->next, &q1, "0000000000000004", OUTCOME_INVALID);
+    t->dead = true;
+    t->unique = UNIQUE_CLAIMED;
+    t->unique_key = strdup("qworker:unique:u4");
+    t = add(&t->next, &q1, "0000000000000005", OUTCOME_FAILED);
+    t->dead = true;
+    t->unique = UNIQUE_CLAIMED;
+    t->unique_key = strdup("qworker:unique:u5");
+    t = add(&t->next, &q1, "0000000000000006", OUTCOME_REQUEUED);
+    t->unique = UNIQUE_DUPLICATE; /* its claim was never its own */
+    t->unique_key = strdup("qworker:unique:u6");
+    t = add(&t->next, &q1, "0000000000000007", OUTCOME_REQUEUED);
+    t->unique = UNIQUE_UNCHECKED; /* the reply was lost: the claim may be its own */
+    t->unique_key = strdup("qworker:unique:u7");
+    assert_int_equal(record_build(&c, &k, "tok:9", head, 1795750000), 0);
+    {
+        const char *const want[] = {
+            "tok:9", "1", "0",
+            "0000000000000001", "6", "n", "duplicate", "",
+            "0000000000000002", "6", "n", "cancelled", "",
+            "0000000000000003", "6", "q", "qworker:unique:u3", "pay",
+            "0000000000000004", "6", "d", "qworker:unique:u4", "*",
+            "0000000000000005", "6", "d", "", "*",
+            "0000000000000006", "6", "q", "", "pay",
+            "0000000000000007", "6", "q", "qworker:unique:u7", "pay",
+        };
+        check_args(&c, want, (int)(sizeof(want) / sizeof(want[0])));
+    }
+    record_free(&c);
+    for (t = head; t != NULL; t = next) {
+        next = t->next;
+        task_free(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_batch_is_grouped_then_listed),
+        cmocka_unit_test(tasks_not_run_are_counted_and_give_their_claim_back),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

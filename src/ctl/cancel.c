@@ -1,0 +1,169 @@
+/* qworkerctl cancel ID...: remembered in <prefix>:cancels for worker.cancel_remember and
+ * published on <prefix>:cancel (src/cancel.h): every worker stops a running task of that id
+ * (outcome "cancelled", never retried) and starts none, also one taken or pushed later. A task
+ * of that id waiting in the schedule (a retry, a delayed task) is removed from it here, now. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+
+#define CHUNK "1000"
+
+/* Whether a schedule member (src/wire.c: {"queue", "task": wrapper, "push"}) is a task of
+ * that id; its queue in *queue (to be freed). */
+static bool scheduled_as(const redisReply *m, const char *id, char **queue)
+{
+    json_t *o = json_loadb(m->str, m->len, 0, NULL), *w;
+    const char *task = json_string_value(json_object_get(o, "task"));
+    bool same = false;
+
+    w = task != NULL ? json_loads(task, 0, NULL) : NULL;
+    if (json_is_string(json_object_get(w, "id")) &&
+        strcmp(json_string_value(json_object_get(w, "id")), id) == 0 &&
+        json_is_string(json_object_get(o, "queue"))) {
+        *queue = strdup(json_string_value(json_object_get(o, "queue")));
+        same = *queue != NULL;
+    }
+    json_decref(w);
+    json_decref(o);
+    return same;
+}
+
+/* A glob matching members that hold id as it is, when JSON escapes nothing in it (twice: the
+ * wrapper is a string inside the member); NULL: every member is looked at. */
+static char *match_of(const char *id)
+{
+    char *m;
+
+    if (strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") !=
+        strlen(id))
+        return NULL;
+    return asprintf(&m, "*%s*", id) < 0 ? NULL : m;
+}
+
+/* Removes the tasks of that id from the schedule; how many, or -1 (said). */
+static long unschedule(struct ctl *c, const char *id)
+{
+    char *match = match_of(id), cursor[32] = "0";
+    long removed = 0;
+
+    do {
+        redisReply *r = match != NULL
+                            ? ctl_command(c, "ZSCAN %s:schedule %s MATCH %s COUNT " CHUNK,
+                                          c->conf->prefix, cursor, match)
+                            : ctl_command(c, "ZSCAN %s:schedule %s COUNT " CHUNK,
+                                          c->conf->prefix, cursor);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            ctl_redis_failed(c, "ZSCAN", r);
+            freeReplyObject(r);
+            free(match);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i + 1 < r->element[1]->elements; i += 2) {
+            const redisReply *m = r->element[1]->element[i];
+            char *queue = NULL;
+            redisReply *z;
+            if (m->type != REDIS_REPLY_STRING || !scheduled_as(m, id, &queue))
+                continue;
+            /* Only the one that removes it counts it: two operators never count one twice. */
+            z = ctl_command(c, "ZREM %s:schedule %b", c->conf->prefix, m->str, m->len);
+            if (z != NULL && z->type == REDIS_REPLY_INTEGER && z->integer == 1) {
+                removed++;
+                freeReplyObject(ctl_command(c, "HINCRBY %s:stats cancelled 1", c->conf->prefix));
+                freeReplyObject(ctl_command(c, "HINCRBY %s:stats queue:%s:cancelled 1",
+                                            c->conf->prefix, queue));
+            }
+            freeReplyObject(z);
+            free(queue);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    free(match);
+    return removed;
+}
+
+static int cancel_one(struct ctl *c, const char *id, long long until_ms, json_t *out)
+{
+    redisReply *z, *p;
+    long removed;
+    int rc = CTL_OK;
+
+    /* GT: a cancel already remembered longer keeps its time. */
+    z = ctl_command(c, "ZADD %s:cancels GT %lld %s", c->conf->prefix, until_ms, id);
+    if (z == NULL || z->type != REDIS_REPLY_INTEGER) {
+        rc = ctl_redis_failed(c, "ZADD", z);
+        freeReplyObject(z);
+        return rc;
+    }
+    freeReplyObject(z);
+    p = ctl_command(c, "PUBLISH %s:cancel %s", c->conf->prefix, id);
+    if (p == NULL || p->type != REDIS_REPLY_INTEGER) {
+        rc = ctl_redis_failed(c, "PUBLISH", p);
+        freeReplyObject(p);
+        return rc;
+    }
+    if ((removed = unschedule(c, id)) < 0) {
+        freeReplyObject(p);
+        return CTL_FAILED;
+    }
+    if (c->json) {
+        json_array_append_new(out, json_pack("{s:s, s:I, s:i, s:f}", "id", id,
+                                             "workers_told", (json_int_t)p->integer,
+                                             "unscheduled", (int)removed,
+                                             "remembered_s", c->conf->cancel_remember));
+    } else {
+        print_safe(stdout, "cancelled: ", id);
+        printf("  %lld worker(s) told now; %ld removed from the schedule; remembered for %g s "
+               "for a task not taken yet\n",
+               p->integer, removed, c->conf->cancel_remember);
+    }
+    freeReplyObject(p);
+    return rc;
+}
+
+int ctl_cancel(struct ctl *c)
+{
+    redisReply *t;
+    long long now_ms, until_ms;
+    json_t *out = json_array();
+    int rc = CTL_OK;
+
+    for (int i = 0; i < c->argc; i++)
+        if (c->argv[i][0] == '-' || strlen(c->argv[i]) > 128) {
+            fprintf(stderr, "qworkerctl: cancel ID [ID]... (an id: 1 to 128 bytes, not an "
+                            "option)\n");
+            json_decref(out);
+            return CTL_USAGE;
+        }
+    if (c->argc < 1 || c->argv[0][0] == '\0') {
+        fprintf(stderr, "qworkerctl: cancel ID [ID]...\n");
+        json_decref(out);
+        return CTL_USAGE;
+    }
+    /* Redis's clock, which every worker reads the set by. */
+    t = ctl_command(c, "TIME");
+    if (t == NULL || t->type != REDIS_REPLY_ARRAY || t->elements != 2 ||
+        t->element[0]->type != REDIS_REPLY_STRING || t->element[1]->type != REDIS_REPLY_STRING) {
+        rc = ctl_redis_failed(c, "TIME", t);
+        freeReplyObject(t);
+        json_decref(out);
+        return rc;
+    }
+    now_ms = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    until_ms = now_ms + (long long)(c->conf->cancel_remember * 1000);
+    freeReplyObject(ctl_command(c, "ZREMRANGEBYSCORE %s:cancels -inf (%lld", c->conf->prefix,
+                                now_ms));
+    for (int i = 0; i < c->argc && rc == CTL_OK; i++)
+        rc = c->argv[i][0] != '\0' ? cancel_one(c, c->argv[i], until_ms, out) : CTL_USAGE;
+    /* What was done before a failure is said too. */
+    if (c->json)
+        json_print(out);
+    else
+        json_decref(out);
+    return rc;
+}

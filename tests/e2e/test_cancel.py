@@ -1,0 +1,103 @@
+"""Cancellation (issue 13, item 5): `qworkerctl cancel ID` stops a running exec task (its process
+group gone within kill_grace, outcome "cancelled", not retried), removes a scheduled one at once,
+and is remembered for a task no worker holds yet: one pushed after the cancel never runs."""
+
+import json
+import os
+import time
+
+import pytest
+
+from harness import SLOW, binary_exists, push, stats, wait_for, write_config
+from test_ctl import ctl
+from test_isolation import alive
+
+pytestmark = pytest.mark.skipif(not binary_exists(), reason="build qworker and install redis")
+
+GRACE = 1.0
+# Both the shell and its child ignore SIGTERM: only the SIGKILL after kill_grace ends them.
+HANG = {"name": "hang", "type": "exec", "timeout": 60, "kill_grace": GRACE, "max_attempts": 3,
+        "command": ["/bin/sh", "-c", "trap '' TERM; sleep 60 & echo $$ $!; wait"]}
+QUEUES = [{"name": "queue", "handler": "sleep"}]
+
+
+def outcome_of(q, task_id):
+    done = [e for e in q.completions() if e["QWORKER_TASK_ID"] == task_id]
+    return done[0] if done else None
+
+
+def test_a_running_exec_task_is_stopped_group_and_all_and_not_retried(redis, start_qworker,
+                                                                     workdir):
+    q = start_qworker(redis.port, handlers=[HANG], queues=QUEUES)
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, handlers=[HANG],
+                        queues=QUEUES)
+    q.wait_message("ready", 10)
+    push(redis, json.dumps({"id": "job-1", "handler": "hang", "args": []}))
+    pids = wait_for(lambda: [int(p) for e in q.journal(QWORKER_TASK_ID="job-1",
+                                                       QWORKER_STREAM="stdout")
+                             for p in e["MESSAGE"].split(" stdout: ", 1)[1].split()], 10,
+                    "the handler's pids")
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    t0 = time.monotonic()
+    rc, out, err = ctl(conf, "cancel", "job-1")
+    assert rc == 0, err
+    assert "1 worker(s) told" in out and "0 removed from the schedule" in out, out
+    wait_for(lambda: not any(alive(p) for p in pids), GRACE + 2 * SLOW,
+             "the handler's group to be gone")
+    gone = time.monotonic() - t0
+    print(f"\nthe group ignoring SIGTERM was gone {gone:.2f} s after the cancel "
+          f"(kill_grace {GRACE} s)")
+    assert gone >= GRACE * 0.9, "it ignores SIGTERM: only the SIGKILL after the grace ends it"
+    done = wait_for(lambda: outcome_of(q, "job-1"), 5, "the completion")
+    assert done["QWORKER_OUTCOME"] == "cancelled" and done["PRIORITY"] == "5", done["MESSAGE"]
+    s = stats(redis)
+    assert s["cancelled"] == 1 and s.get("retried", 0) == 0 and s.get("failed", 0) == 0
+    assert redis("ZCARD", "qworker:schedule") == 0 and redis("LLEN", "qworker:dead") == 0
+    assert all(redis("HLEN", k) == 0 for k in redis("KEYS", "qworker:inflight:*"))
+
+
+def test_a_scheduled_task_is_removed_at_once_and_a_waiting_one_never_starts(redis,
+                                                                         start_qworker,
+                                                                         workdir):
+    q = start_qworker(redis.port, queues=QUEUES)
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, queues=QUEUES)
+    q.wait_message("ready", 10)
+    push(redis, json.dumps({"id": "later-1", "handler": "sleep", "args": 0, "delay": 600}),
+         json.dumps({"id": "later-2", "handler": "sleep", "args": 0, "delay": 600}))
+    wait_for(lambda: redis("ZCARD", "qworker:schedule") == 2, 10, "both in the schedule")
+    rc, out, err = ctl(conf, "cancel", "later-1", json_out=True)
+    assert rc == 0, err
+    assert out == [{"id": "later-1", "workers_told": 1, "unscheduled": 1,
+                    "remembered_s": 86400.0}]
+    members = [json.loads(json.loads(m)["task"])["id"]
+               for m in redis("ZRANGE", "qworker:schedule", 0, -1)]
+    assert members == ["later-2"]
+    assert stats(redis)["cancelled"] == 1
+
+    # Waiting in a paused queue: never started once taken, the other task runs.
+    assert ctl(conf, "pause", "queue")[0] == 0
+    push(redis, json.dumps({"id": "wait-1", "handler": "sleep", "args": 0}),
+         json.dumps({"id": "wait-2", "handler": "sleep", "args": 0}))
+    assert ctl(conf, "cancel", "wait-1")[0] == 0
+    q.wait_message("cancel: task wait-1 is cancelled", 10)  # heard before it is taken
+    assert ctl(conf, "resume", "queue")[0] == 0
+    assert wait_for(lambda: outcome_of(q, "wait-1"), 10, "wait-1")["QWORKER_OUTCOME"] == \
+        "cancelled"
+    assert wait_for(lambda: outcome_of(q, "wait-2"), 10, "wait-2")["QWORKER_OUTCOME"] == "ok"
+    assert stats(redis)["cancelled"] == 2 and stats(redis)["succeeded"] == 1
+
+
+def test_a_cancel_sent_before_the_push_is_honoured_by_a_worker_started_after_it(
+        redis, start_qworker, workdir):
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, queues=QUEUES)
+    rc, out, err = ctl(conf, "cancel", "early-1")
+    assert rc == 0 and "0 worker(s) told" in out, (out, err)
+    q = start_qworker(redis.port, queues=QUEUES)
+    q.wait_message("ready", 10)
+    push(redis, json.dumps({"id": "early-1", "handler": "sleep", "args": 5}),
+         json.dumps({"id": "early-2", "handler": "sleep", "args": 0}))
+    assert wait_for(lambda: outcome_of(q, "early-2"), 10, "early-2")["QWORKER_OUTCOME"] == "ok"
+    done = wait_for(lambda: outcome_of(q, "early-1"), 10, "early-1")
+    assert done["QWORKER_OUTCOME"] == "cancelled"
+    assert "before it started" in done["MESSAGE"]
+    assert redis("LLEN", "queue") == 0
