@@ -55,7 +55,7 @@ static struct entry *find(const char *id)
 int cancel_add(const char *id, size_t len, int64_t until_ms)
 {
     struct entry *e;
-    int rc = 0;
+    int rc = 1;
 
     if (len == 0 || len > TASK_LABEL_MAX || memchr(id, '\0', len) != NULL)
         return 0; /* no task has such an id */
@@ -136,6 +136,8 @@ static struct {
     atomic_bool stop;
     struct rcond refused;     /* Redis refusing to let the set be read: said once */
     struct rcond sub_refused; /* Redis refusing SUBSCRIBE: said once */
+    struct rcond score_refused; /* Redis refusing ZSCORE: said once */
+    int64_t next_prune_us;
 } w;
 
 /* Every id remembered in Redis now, by Redis's clock. */
@@ -183,6 +185,8 @@ static int reload(void)
     return 0;
 }
 
+static void drain(bool read_socket);
+
 static int subscribe(void)
 {
     const char *argv[] = {"SUBSCRIBE", w.channel};
@@ -203,7 +207,8 @@ static int subscribe(void)
     freeReplyObject(r);
     rcond_end(&w.sub_refused, "cancel: subscribed to %s", w.channel);
     w.subscribed = true;
-    return 0;
+    drain(false); /* a message read along with the confirmation */
+    return w.subscribed ? 0 : -1;
 }
 
 /* Until when the set in Redis keeps id (our clock), or a few seconds if it is not there. */
@@ -216,8 +221,16 @@ static int64_t remembered_until(const char *id, size_t len)
 
     if (rconn_try(&w.cmd) < 0 || (r = rconn_command(&w.cmd, 3, argv, lens)) == NULL)
         return soon; /* the next reload says */
-    if (r->type == REDIS_REPLY_STRING)
-        until = atoll(r->str) + w.offset_ms;
+    if (r->type == REDIS_REPLY_ERROR) {
+        rcond_begin(&w.score_refused, LOG_WARNING, reply_text(r),
+                    "cancel: cannot look up a cancel in %s: it is kept a few seconds, until the "
+                    "set is read again (every minute)",
+                    w.key);
+    } else {
+        rcond_end(&w.score_refused, "cancel: cancels are looked up in %s again", w.key);
+        if (r->type == REDIS_REPLY_STRING)
+            until = atoll(r->str) + w.offset_ms;
+    }
     freeReplyObject(r);
     return until > soon ? until : soon;
 }
@@ -232,21 +245,28 @@ static void heard(const redisReply *r)
         r->element[2]->type != REDIS_REPLY_STRING)
         return;
     id = r->element[2];
-    if (cancel_add(id->str, id->len, remembered_until(id->str, id->len)) < 0)
+    switch (cancel_add(id->str, id->len, remembered_until(id->str, id->len))) {
+    case 1:
+        log_notice("cancel: task %.*s is cancelled: stopped if it runs here, never started",
+                   (int)id->len, id->str);
+        break;
+    case 0:
+        break; /* no task has such an id */
+    default:
         log_err("cancel: out of memory: a cancel is not remembered until %s is read again",
                 w.key);
-    log_notice("cancel: task %.*s is cancelled: stopped if it runs here, never started",
-               (int)(id->len < 128 ? id->len : 128), id->str);
+    }
     if (w.poke != NULL)
         w.poke(w.arg);
 }
 
-static void drain(void)
+/* Reads what came on the subscription; with read_socket, poll said there is more on it. */
+static void drain(bool read_socket)
 {
     redisContext *c = w.sub.c;
     void *r;
 
-    if (redisBufferRead(c) != REDIS_OK) {
+    if (read_socket && redisBufferRead(c) != REDIS_OK) {
         rconn_lost(&w.sub, c->errstr);
         w.subscribed = false;
         return;
@@ -280,12 +300,17 @@ static void *watch_main(void *arg)
             w.next_reload_us = 0; /* what was published while away is in the set */
         if (clock_mono_us() >= w.next_reload_us)
             w.next_reload_us = clock_mono_us() + (reload() == 0 ? RELOAD_US : 1000000);
+        if (clock_mono_us() >= w.next_prune_us) {
+            /* Whether Redis answers or not: a cancel is forgotten in time. */
+            cancel_prune(clock_real_us() / 1000);
+            w.next_prune_us = clock_mono_us() + 1000000;
+        }
         if (w.subscribed)
             pfd = (struct pollfd){.fd = w.sub.c->fd, .events = POLLIN};
         if (poll(&pfd, 1, POLL_MS) < 0 && errno != EINTR)
             break;
         if (w.subscribed && pfd.revents != 0)
-            drain();
+            drain(true);
     }
     return NULL; /* the connections are closed by cancel_watch_stop */
 }
@@ -316,7 +341,9 @@ int cancel_watch_start(const struct config *conf, void (*poke)(void *), void *ar
     /* Before the consumer takes anything: subscribed, then the set read (in this order, so
      * that no cancel falls between the two), so that a task cancelled before this worker
      * started never starts here. If Redis does not answer now, the thread tries again. */
-    if (rconn_try(&w.sub) == 0 && subscribe() == 0 && reload() == 0)
+    if (rconn_try(&w.sub) == 0)
+        (void)subscribe(); /* refused: the set is still read, and read every minute */
+    if (reload() == 0)
         w.next_reload_us = clock_mono_us() + RELOAD_US;
     atomic_store(&w.stop, false);
     errno = pthread_create(&w.thread, NULL, watch_main, NULL);

@@ -28,7 +28,8 @@ uint64_t cancel_generation(void);
 
 /* The set itself, for the listener and the unit tests: an id is remembered until until_ms
  * (real time, milliseconds; a later add of the same id may extend it); prune forgets the ids
- * whose time is past. -1 if out of memory. */
+ * whose time is past. add: 1 remembered, 0 an id no task can have (not kept), -1 out of
+ * memory. */
 int cancel_add(const char *id, size_t len, int64_t until_ms);
 void cancel_prune(int64_t now_ms);
 void cancel_forget_all(void);

@@ -213,6 +213,8 @@ static int script_reconfigure(void *state)
     struct script_fetch *s = state;
     const struct config *conf = s->ctx->conf;
 
+    /* Not read now: a reply names queues by their index in the configuration it was sent
+     * under, and ctx->conf is the new one already. */
     waiters_free(s);
     s->waiters = calloc((size_t)conf->nqueues, sizeof(*s->waiters));
     s->fetch_keys = calloc((size_t)conf->nqueues + FETCH_KEYS, sizeof(*s->fetch_keys));
@@ -338,9 +340,10 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     struct taskq_chain chain = {0};
     struct fetch_reply f;
     const char *why;
-    int got, shown;
+    int got, nq = ctx->conf->nqueues;
+    bool refused_q[nq > 0 ? nq : 1];
 
-    if (wire_fetch_reply(reply, ctx->conf->nqueues, (size_t)n, &f, &why) < 0) {
+    if (wire_fetch_reply(reply, nq, (size_t)n, &f, &why) < 0) {
         rcond_begin(&s->nonsense, LOG_ERR, why,
                     "consumer: fetch replies that make no sense; nothing in them is used, what "
                     "the fetch may have taken goes back, and the connection is remade");
@@ -350,37 +353,25 @@ static int take_fetched(struct script_fetch *s, const redisReply *reply, const t
     }
     rcond_end(&s->nonsense, "consumer: fetch replies make sense");
     fetch_taken(ctx);
-    shown = f.nbad < (int)(sizeof(f.bad) / sizeof(f.bad[0])) ? f.nbad
-                                                              : (int)(sizeof(f.bad) / sizeof(f.bad[0]));
-    /* The reply counts queues in the order of the fetch's keys: the configured ones' indexes. */
-    for (int i = 0; i < shown && order != NULL; i++)
-        f.bad[i].queue = order[f.bad[i].queue];
-    for (int i = 0; i < shown; i++) {
-        if (strncmp(f.bad[i].error, "THROTTLED ", 10) == 0) {
+    memset(refused_q, 0, sizeof(refused_q));
+    for (int i = 0; i < f.nbad; i++) {
+        struct fetch_bad b = wire_fetch_bad(&f, i);
+        /* The reply counts queues in the order of the fetch's keys: the configured ones'. */
+        b.queue = order ? order[b.queue] : b.queue;
+        if (strncmp(b.error, "THROTTLED ", 10) == 0) {
             /* Its head waits for a token: its waiter would wake at once, for nothing. */
-            throttled(s, f.bad[i].queue, f.bad[i].error + 10);
+            throttled(s, b.queue, b.error + 10);
             continue;
         }
-        fetch_queue_bad(ctx, f.bad[i].queue, f.bad[i].error);
+        refused_q[b.queue] = true;
+        fetch_queue_bad(ctx, b.queue, b.error);
         /* Paused: its waiter would wake at once on a queue that is not empty, for nothing. */
-        if (strncmp(f.bad[i].error, "PAUSED", 6) == 0 && f.bad[i].queue < s->nwaiters)
-            s->waiters[f.bad[i].queue].hold_until_us = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
-    }
-    if (f.nbad > shown) {
-        /* More queues paused, unreadable or throttled than a reply names: which ones is not
-         * known, so none is waited on for a while (a waiter would wake at once, for nothing);
-         * the fetches go on meanwhile. */
-        int64_t hold = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
-        for (int i = 0; i < s->nwaiters; i++)
-            if (s->waiters[i].hold_until_us < hold)
-                s->waiters[i].hold_until_us = hold;
+        if (strncmp(b.error, "PAUSED", 6) == 0 && b.queue < s->nwaiters)
+            s->waiters[b.queue].hold_until_us = clock_mono_us() + WAITER_HOLD_MS * 1000LL;
     }
     for (int k = 0; k < f.examined; k++) {
         int q = order ? order[k] : k;
-        bool bad = false;
-        for (int i = 0; i < shown; i++)
-            bad = bad || (f.bad[i].queue == q && strncmp(f.bad[i].error, "THROTTLED ", 10) != 0);
-        if (!bad)
+        if (!refused_q[q])
             fetch_queue_good(ctx, q);
     }
     ctx->more = ctx->more || f.nlarge > 0; /* the queue may hold more: no idle wait */

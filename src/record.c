@@ -177,6 +177,9 @@ static int add_effect(struct record_call *c, const struct record_keys *k, const 
      * reply was lost: the claim may have been made, and only its own is given back. */
     if (score == NULL && t->unique_key != NULL &&
         (t->unique == UNIQUE_CLAIMED || t->unique == UNIQUE_UNCHECKED) &&
+        /* Back in a wrapper (an envelope asking for a later attempt), it is never claimed
+         * again: it keeps the claim. */
+        !(kind[0] == 'q' && (t->attempt > 1 || t->recoveries > 0)) &&
         (t->outcome == OUTCOME_INVALID || t->outcome == OUTCOME_REQUEUED) &&
         (score = strdup(t->unique_key)) == NULL)
         goto fail;

@@ -51,6 +51,9 @@ void taskq_push(struct taskq *q, struct task *t)
 
 void taskq_chain_add(struct taskq_chain *chain, struct task *t)
 {
+    /* It may come from another chain (the loop's inbox batch): a link left over would make
+     * the next pop hand out a task that is not in this chain. */
+    t->next = NULL;
     if (chain->last != NULL)
         chain->last->next = t;
     else

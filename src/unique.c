@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "envelope.h"
 #include "task.h"
 #include "taskq.h"
 #include "wire.h"
@@ -35,6 +36,17 @@ int unique_fields(const json_t *o, const char **id, double *seconds, const char 
     return 1;
 }
 
+/* Whether the loop will take the envelope (envelope_parse on a copy): one it refuses must not
+ * claim the id, or a good copy taken meanwhile would be a duplicate of a task that never runs. */
+static bool valid(const struct task *t, const struct config *conf)
+{
+    struct task *copy = task_new(t->queue, t->payload, t->len); /* an id of its own */
+    bool ok = copy != NULL && envelope_parse(copy, conf) == 0;
+
+    task_free(copy);
+    return ok;
+}
+
 /* The claim a task asks for, as the task its sender pushed (not one of qworker's wrappers). A
  * quick look first: most payloads never mention it, and are not parsed here. A name written
  * with \u escapes is the same name to the loop's parser: such payloads are parsed too. */
@@ -51,7 +63,14 @@ static int wanted(struct task *t, const struct config *conf)
         return 0;
     o = json_loadb(t->payload, t->len, JSON_REJECT_DUPLICATES, NULL);
     rc = json_is_object(o) && !wire_is_wrapper(o) ? unique_fields(o, &id, &seconds, &why) : 0;
+    if (rc == 1 && !valid(t, conf))
+        rc = 0; /* refused by the loop: it must not hold the id meanwhile */
     if (rc == 1) {
+        /* A delayed one runs when its delay is up, unchecked (from the schedule): the claim
+         * covers the delay too. */
+        const json_t *delay = json_object_get(o, "delay");
+        if (json_is_number(delay) && json_number_value(delay) > 0)
+            seconds += json_number_value(delay);
         t->unique_for = seconds;
         t->unique = UNIQUE_UNCHECKED; /* without a key (out of memory): it goes back */
         if (asprintf(&t->unique_key, "%s:unique:%s", conf->prefix, id) < 0)
@@ -76,12 +95,13 @@ int unique_claim(struct rconn *rc, const struct config *conf, struct taskq_chain
         return -1;
     for (struct task *t = chain->first; t != NULL; t = t->next) {
         char ms[32];
-        const char *argv[] = {"SET", t->unique_key, t->id, "PX", ms, "NX"};
+        /* GET: a key of another type is an error (WRONGTYPE, said), not a claim held forever. */
+        const char *argv[] = {"SET", t->unique_key, t->id, "PX", ms, "NX", "GET"};
 
         if (t->unique != UNIQUE_UNCHECKED || t->unique_key == NULL)
             continue;
         snprintf(ms, sizeof(ms), "%lld", (long long)ceil(t->unique_for * 1000));
-        if (redisAppendCommandArgv(rc->c, 6, argv, NULL) != REDIS_OK) {
+        if (redisAppendCommandArgv(rc->c, 7, argv, NULL) != REDIS_OK) {
             /* What was appended would answer someone else's command later. */
             rconn_lost(rc, "out of memory");
             return -1;
@@ -95,9 +115,10 @@ int unique_claim(struct rconn *rc, const struct config *conf, struct taskq_chain
             continue;
         if ((r = rconn_reply(rc)) == NULL)
             return -1; /* lost: the rest is never read on the next connection */
-        if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0)
+        /* With GET, what was there: nothing (claimed now), or another copy's claim. */
+        if (r->type == REDIS_REPLY_NIL)
             t->unique = UNIQUE_CLAIMED;
-        else if (r->type == REDIS_REPLY_NIL)
+        else if (r->type == REDIS_REPLY_STRING)
             t->unique = UNIQUE_DUPLICATE;
         else
             refused = true;

@@ -198,9 +198,8 @@ int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_
             *why = "a refused queue that is not (index, text)";
             return -1;
         }
-        if (i < (int)(sizeof(out->bad) / sizeof(out->bad[0])))
-            out->bad[i] = (struct fetch_bad){(int)q->integer, e->str};
     }
+    out->bad = (const redisReply *const *)r->element + 3;
     out->large = (const redisReply *const *)r->element + 3 + 2 * (size_t)out->nbad;
     for (size_t i = 0; i < out->nlarge; i++) {
         const redisReply *const *l = out->large + 3 * i;
@@ -299,6 +298,13 @@ struct fetch_large wire_fetch_large(const struct fetch_reply *f, size_t i)
     const redisReply *const *l = f->large + 3 * i;
 
     return (struct fetch_large){(int)l[0]->integer, l[1]->str, l[2]->integer};
+}
+
+struct fetch_bad wire_fetch_bad(const struct fetch_reply *f, int i)
+{
+    size_t at = 2 * (size_t)i;
+
+    return (struct fetch_bad){(int)f->bad[at]->integer, f->bad[at + 1]->str};
 }
 
 struct fetch_item wire_fetch_item(const struct fetch_reply *f, size_t i)

@@ -71,7 +71,7 @@ struct fetch_large {
 struct fetch_reply {
     int examined;
     int nbad;
-    struct fetch_bad bad[16]; /* the first 16; more are counted in nbad */
+    const struct redisReply *const *bad; /* pairs, as the reply holds them */
     size_t nlarge;
     const struct redisReply *const *large; /* triples, as the reply holds them */
     size_t nitems;
@@ -83,6 +83,8 @@ struct fetch_reply {
  * was asked for is refused). 0 and out filled, or -1 with why. */
 int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_reply *out,
                      const char **why);
+/* Refused queue i of a checked reply (its error points into the reply). */
+struct fetch_bad wire_fetch_bad(const struct fetch_reply *f, int i);
 /* Task i of a checked reply. */
 struct fetch_item wire_fetch_item(const struct fetch_reply *f, size_t i);
 /* Too large payload i of a checked reply. */

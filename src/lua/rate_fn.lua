@@ -49,7 +49,8 @@ function rate.handler_of(s, p, queue)
       if not ready and type(o.delay) == 'number' and o.delay > 0 then return nil end
       return type(o.handler) == 'string' and o.handler or nil
     end
-    if type(o.payload) ~= 'string' then return nil end -- base64: bytes that are no envelope
+    -- base64: bytes that are no envelope, a plain payload of the queue's handler
+    if type(o.payload) ~= 'string' then return s.q[queue] end
     ready = ready or o.ready == true
     p = o.payload
   end

@@ -92,12 +92,38 @@ def test_a_cancel_sent_before_the_push_is_honoured_by_a_worker_started_after_it(
     conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, queues=QUEUES)
     rc, out, err = ctl(conf, "cancel", "early-1")
     assert rc == 0 and "0 worker(s) told" in out, (out, err)
-    q = start_qworker(redis.port, queues=QUEUES)
-    q.wait_message("ready", 10)
+    # Pushed before the worker starts: taken by its very first fetch, which must know already.
     push(redis, json.dumps({"id": "early-1", "handler": "sleep", "args": 5}),
          json.dumps({"id": "early-2", "handler": "sleep", "args": 0}))
+    q = start_qworker(redis.port, queues=QUEUES, worker={"id": "late-starter"})
     assert wait_for(lambda: outcome_of(q, "early-2"), 10, "early-2")["QWORKER_OUTCOME"] == "ok"
     done = wait_for(lambda: outcome_of(q, "early-1"), 10, "early-1")
     assert done["QWORKER_OUTCOME"] == "cancelled"
     assert "before it started" in done["MESSAGE"]
     assert redis("LLEN", "queue") == 0
+
+
+def test_a_sleeping_task_stops_at_once_and_one_waiting_under_concurrency_never_starts(
+        redis, start_qworker, workdir):
+    one_at_a_time = [{"name": "napper", "type": "exec", "command": ["/bin/sleep"],
+                      "concurrency": 1}]
+    queues = [{"name": "queue", "handler": "napper"}]
+    q = start_qworker(redis.port, handlers=one_at_a_time, queues=queues,
+                      worker={"shutdown_timeout": 0.5})  # nap-2 is put back at the end
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, handlers=one_at_a_time,
+                        queues=queues)
+    q.wait_message("ready", 10)
+    push(redis, *[json.dumps({"id": f"nap-{k}", "handler": "napper", "args": ["60"]})
+                  for k in range(3)], json.dumps({"id": "zz", "handler": "sleep", "args": 60}))
+    wait_for(lambda: redis("LLEN", "queue") == 0, 10, "all taken: nap-0 and zz run, two wait")
+    assert ctl(conf, "cancel", "nap-1")[0] == 0  # waiting: never starts
+    assert wait_for(lambda: outcome_of(q, "nap-1"), 10, "nap-1")["QWORKER_OUTCOME"] == "cancelled"
+    assert ctl(conf, "cancel", "nap-0", "zz")[0] == 0  # running: stopped; nap-2 starts
+    for task_id in ("nap-0", "zz"):
+        done = wait_for(lambda: outcome_of(q, task_id), 10, task_id)
+        assert done["QWORKER_OUTCOME"] == "cancelled" and "while it ran" in done["MESSAGE"]
+    wait_for(lambda: [e for e in q.journal() if "nap-2" in e.get("MESSAGE", "")] or
+             sum(redis("HLEN", k) for k in redis("KEYS", "qworker:inflight:*")) == 1, 10,
+             "only nap-2 held")
+    assert outcome_of(q, "nap-2") is None  # running its 60 s, not cancelled
+    assert stats(redis)["cancelled"] == 3

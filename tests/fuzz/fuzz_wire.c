@@ -86,6 +86,11 @@ static void fetch_reply(const uint8_t *data, size_t size, size_t asked, int nque
             }
             CHECK(f.examined >= 0 && f.examined <= nqueues);
             CHECK(f.nbad >= 0 && f.nbad <= nqueues);
+            for (int i = 0; i < f.nbad; i++) {
+                struct fetch_bad b = wire_fetch_bad(&f, i);
+                CHECK(b.queue >= 0 && b.queue < nqueues && b.error != NULL);
+                sink ^= b.error[0];
+            }
             for (size_t i = 0; i < f.nitems; i++) {
                 struct fetch_item it = wire_fetch_item(&f, i);
                 CHECK(it.queue >= 0 && it.queue < nqueues);

@@ -97,6 +97,26 @@ static void chains_keep_order_when_popped(void **state)
     assert_null(chain.last);
 }
 
+/* A task moved from one chain to another (the loop's inbox batch to a handler's waiting line)
+ * takes none of the first chain's links along: before, the task behind it in the batch (running
+ * under another handler) was popped from the waiting line too, and started a second time. */
+static void a_task_added_leaves_its_old_chain_behind(void **state)
+{
+    struct taskq_chain batch = {0}, waiting = {0};
+    struct task *a = make(1), *b = make(2), *t;
+
+    (void)state;
+    taskq_chain_add(&batch, a);
+    taskq_chain_add(&batch, b);
+    t = taskq_chain_pop(&batch); /* a, still linked to b */
+    taskq_chain_add(&waiting, t);
+    assert_ptr_equal(taskq_chain_pop(&waiting), a);
+    assert_null(taskq_chain_pop(&waiting));
+    assert_int_equal(waiting.n, 0);
+    task_free(a);
+    task_free(b);
+}
+
 static void kick_ends_a_wait_without_a_task(void **state)
 {
     struct taskq q;
@@ -213,6 +233,7 @@ int main(void)
         cmocka_unit_test(wait_times_out_then_sees_close),
         cmocka_unit_test(kick_ends_a_wait_without_a_task),
         cmocka_unit_test(chains_keep_order_when_popped),
+        cmocka_unit_test(a_task_added_leaves_its_old_chain_behind),
         cmocka_unit_test(wakes_only_when_it_was_empty),
         cmocka_unit_test(concurrent_producers_lose_nothing),
         cmocka_unit_test(capacity_reserves_only_what_is_free),

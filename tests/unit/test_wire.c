@@ -224,8 +224,8 @@ static void fetch_reply_is_read_whole(void **state)
     assert_string_equal(l.ref, "ref1");
     assert_int_equal(l.length, 2000000);
     assert_int_equal(f.nbad, 1);
-    assert_int_equal(f.bad[0].queue, 0);
-    assert_string_equal(f.bad[0].error, "WRONGTYPE no");
+    assert_int_equal(wire_fetch_bad(&f, 0).queue, 0);
+    assert_string_equal(wire_fetch_bad(&f, 0).error, "WRONGTYPE no");
     assert_int_equal(f.nitems, 1);
     it = wire_fetch_item(&f, 0);
     assert_int_equal(it.queue, 1);
