@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from harness import SLOW, binary_exists, push, stats, wait_for, write_config
+from harness import SLOW, binary_exists, loud_lines, push, stats, wait_for, write_config
 from test_ctl import ctl
+from test_faults import acl_user
 from test_isolation import alive
 
 pytestmark = pytest.mark.skipif(not binary_exists(), reason="build qworker and install redis")
@@ -127,3 +128,23 @@ def test_a_sleeping_task_stops_at_once_and_one_waiting_under_concurrency_never_s
              "only nap-2 held")
     assert outcome_of(q, "nap-2") is None  # running its 60 s, not cancelled
     assert stats(redis)["cancelled"] == 3
+
+
+def test_cancels_reach_a_worker_under_the_readme_s_acl_user(redis, start_qworker, workdir):
+    """The README's least-privilege user lets the worker subscribe, read the set and look a
+    cancel up: a cancel before the start, and one while a task runs, are both honoured."""
+    acl_user(redis, "qw", "pw")
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, queues=QUEUES)
+    assert ctl(conf, "cancel", "acl-early")[0] == 0
+    push(redis, json.dumps({"id": "acl-early", "handler": "sleep", "args": 60}))
+    q = start_qworker(redis.port, queues=QUEUES, log={"target": "stderr", "level": "info"},
+                      redis={"username": "qw", "password": "pw"})
+    q.wait_message("ready", 10)
+    wait_for(lambda: any("task acl-early cancelled" in m for m in q.messages()), 10,
+             "acl-early cancelled before it started")
+    push(redis, json.dumps({"id": "acl-late", "handler": "sleep", "args": 60}))
+    wait_for(lambda: redis("LLEN", "queue") == 0, 10, "acl-late taken")
+    assert ctl(conf, "cancel", "acl-late")[0] == 0
+    wait_for(lambda: any("task acl-late cancelled" in m and "while it ran" in m
+                         for m in q.messages()), 10, "acl-late stopped")
+    assert not loud_lines(q), loud_lines(q)  # nothing refused: no warning
