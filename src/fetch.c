@@ -50,14 +50,13 @@ size_t fetch_max_bytes(struct fetch_ctx *ctx)
     return left < FETCH_MAX_BYTES ? left : FETCH_MAX_BYTES;
 }
 
-void fetch_hand_over(struct fetch_ctx *ctx, struct taskq_chain *chain)
+/* Not claimed: they go back to their queue (loop.c); Redis refusing is said once, and the next
+ * fetches wait longer and longer, so that a claim refused every time does not spin. */
+static void claim_unique(struct fetch_ctx *ctx, struct taskq_chain *chain)
 {
     redisReply *refusal;
-    size_t bytes = 0;
-
-    /* Not claimed: they go back to their queue (loop.c); Redis refusing is said once, and the
-     * next fetches wait longer and longer, so that a claim refused every time does not spin. */
     int claimed = unique_claim(ctx->rc, ctx->conf, chain, &refusal);
+
     if (claimed < 0 && refusal != NULL) {
         rcond_begin(&ctx->claim_refused, LOG_ERR, reply_text(refusal),
                     "redis refuses to claim the ids of unique tasks (\"unique_for\"): they go "
@@ -72,8 +71,19 @@ void fetch_hand_over(struct fetch_ctx *ctx, struct taskq_chain *chain)
         rcond_end(&ctx->claim_refused, "unique tasks' ids are claimed again");
         ctx->claim_backoff_ms = 0;
     }
-    for (const struct task *t = chain->first; t != NULL; t = t->next)
+}
+
+void fetch_hand_over(struct fetch_ctx *ctx, struct taskq_chain *chain)
+{
+    size_t bytes = 0;
+    bool envelopes = false;
+
+    for (const struct task *t = chain->first; t != NULL; t = t->next) {
         bytes += t->mem;
+        envelopes = envelopes || task_is_envelope(t);
+    }
+    if (envelopes) /* plain payloads never ask for a claim: no second pass over them */
+        claim_unique(ctx, chain);
     capacity_charge(ctx->cap, bytes);
     taskq_push_batch(ctx->out, chain);
 }
