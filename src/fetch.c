@@ -15,14 +15,18 @@
 #define REFUSED_MIN_MS 50
 #define REFUSED_MAX_MS 1000
 
+/* No fetch for *ms (at least the first wait); the next wait is twice as long, up to the last. */
+static void back_off(struct fetch_ctx *ctx, int *ms)
+{
+    if (*ms < REFUSED_MIN_MS)
+        *ms = REFUSED_MIN_MS;
+    ctx->pause_until_us = clock_mono_us() + (int64_t)*ms * 1000;
+    *ms = *ms * 2 > REFUSED_MAX_MS ? REFUSED_MAX_MS : *ms * 2;
+}
+
 void fetch_backoff(struct fetch_ctx *ctx)
 {
-    if (ctx->refused_backoff_ms < REFUSED_MIN_MS)
-        ctx->refused_backoff_ms = REFUSED_MIN_MS;
-    ctx->pause_until_us = clock_mono_us() + (int64_t)ctx->refused_backoff_ms * 1000;
-    ctx->refused_backoff_ms = ctx->refused_backoff_ms * 2 > REFUSED_MAX_MS
-                                  ? REFUSED_MAX_MS
-                                  : ctx->refused_backoff_ms * 2;
+    back_off(ctx, &ctx->refused_backoff_ms);
 }
 
 void fetch_refused(struct fetch_ctx *ctx, const redisReply *reply, enum rclass cls)
@@ -61,11 +65,7 @@ static void claim_unique(struct fetch_ctx *ctx, struct taskq_chain *chain)
         rcond_begin(&ctx->claim_refused, LOG_ERR, reply_text(refusal),
                     "redis refuses to claim the ids of unique tasks (\"unique_for\"): they go "
                     "back to their queue, and are tried again");
-        ctx->claim_backoff_ms = ctx->claim_backoff_ms < REFUSED_MIN_MS ? REFUSED_MIN_MS
-                                : ctx->claim_backoff_ms * 2 > REFUSED_MAX_MS
-                                    ? REFUSED_MAX_MS
-                                    : ctx->claim_backoff_ms * 2;
-        ctx->pause_until_us = clock_mono_us() + (int64_t)ctx->claim_backoff_ms * 1000;
+        back_off(ctx, &ctx->claim_backoff_ms);
         freeReplyObject(refusal);
     } else if (claimed > 0) {
         rcond_end(&ctx->claim_refused, "unique tasks' ids are claimed again");
