@@ -13,6 +13,7 @@
 #include "redis.h"
 #include "reply.h"
 #include "task.h"
+#include "wire.h"
 
 #define BUCKETS 4096
 /* How often the remembered ids are read again from Redis (what a lost message missed). */
@@ -152,13 +153,11 @@ static int reload(void)
         return -1;
     if ((t = rconn_command(&w.cmd, 1, time_argv, NULL)) == NULL)
         return -1;
-    if (t->type != REDIS_REPLY_ARRAY || t->elements != 2 ||
-        t->element[0]->type != REDIS_REPLY_STRING || t->element[1]->type != REDIS_REPLY_STRING) {
+    if (!wire_time_ms(t, &now_ms)) {
         rcond_begin(&w.refused, LOG_WARNING, reply_text(t), "cancel: cannot read %s", w.key);
         freeReplyObject(t);
         return -1;
     }
-    now_ms = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
     freeReplyObject(t);
     /* Kept by our clock from here: what Redis says is due then, shifted by the difference. */
     off_ms = clock_real_us() / 1000 - now_ms;

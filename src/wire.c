@@ -227,6 +227,33 @@ int wire_fetch_reply(const redisReply *r, int nqueues, size_t max, struct fetch_
     return 0;
 }
 
+/* A string of 1 to 18 digits, as a number (anything else: -1). */
+static long long digits(const redisReply *r)
+{
+    long long n = 0;
+
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 18)
+        return -1;
+    for (size_t i = 0; i < r->len; i++) {
+        if (r->str[i] < '0' || r->str[i] > '9')
+            return -1;
+        n = n * 10 + (r->str[i] - '0');
+    }
+    return n;
+}
+
+bool wire_time_ms(const redisReply *r, long long *ms)
+{
+    long long s, us;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        (s = digits(r->element[0])) < 0 || s > (1LL << 40) || (us = digits(r->element[1])) < 0 ||
+        us >= 1000000)
+        return false;
+    *ms = s * 1000 + us / 1000;
+    return true;
+}
+
 bool wire_count(const redisReply *r)
 {
     return is_int(r, 0, 1LL << 40);

@@ -100,6 +100,9 @@ bool wire_beat_reply(const struct redisReply *r);     /* 1 ours, 0 taken over */
 bool wire_claim_reply(const struct redisReply *r);    /* 0 claimed, -1 in use */
 bool wire_record_reply(const struct redisReply *r);   /* {recorded, no longer ours, 0 or 1} */
 bool wire_due_reply(const struct redisReply *r);      /* {moved, next score or nil} */
+/* A TIME reply as unix milliseconds: two strings of digits, seconds then microseconds below a
+ * million. false for anything else. */
+bool wire_time_ms(const struct redisReply *r, long long *ms);
 /* The largest schedule score believed: unix ms in the year 33658, far inside int64 as µs. */
 #define WIRE_SCORE_MAX 1e15
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "wire.h"
 
 #define CHUNK "1000"
 
@@ -146,14 +147,12 @@ int ctl_cancel(struct ctl *c)
     }
     /* Redis's clock, which every worker reads the set by. */
     t = ctl_command(c, "TIME");
-    if (t == NULL || t->type != REDIS_REPLY_ARRAY || t->elements != 2 ||
-        t->element[0]->type != REDIS_REPLY_STRING || t->element[1]->type != REDIS_REPLY_STRING) {
+    if (!wire_time_ms(t, &now_ms)) {
         rc = ctl_redis_failed(c, "TIME", t);
         freeReplyObject(t);
         json_decref(out);
         return rc;
     }
-    now_ms = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
     freeReplyObject(t);
     until_ms = now_ms + (long long)(c->conf->cancel_remember * 1000);
     freeReplyObject(ctl_command(c, "ZREMRANGEBYSCORE %s:cancels -inf (%lld", c->conf->prefix,

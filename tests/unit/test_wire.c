@@ -283,6 +283,31 @@ static redisReply *nil(void)
 }
 
 /* Each script's reply as the script sends it is accepted; anything else, refused whole. */
+/* TIME: seconds and microseconds as strings of digits; anything else is not a time. */
+static void time_replies_are_checked_before_use(void **state)
+{
+    redisReply *good = array(2, string("1795800090"), string("123456"));
+    redisReply *bad[] = {
+        array(1, string("1795800090")),
+        array(2, integer(1795800090), string("0")),
+        array(2, string("17958x0090"), string("0")),
+        array(2, string("1795800090"), string("1000000")),
+        array(2, string(""), string("0")),
+        string("1795800090"),
+    };
+    long long ms = -1;
+
+    (void)state;
+    assert_true(wire_time_ms(good, &ms));
+    assert_int_equal(ms, 1795800090123LL);
+    freeReplyObject(good);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (wire_time_ms(bad[i], &ms))
+            fail_msg("bad TIME reply %zu accepted", i);
+        freeReplyObject(bad[i]);
+    }
+}
+
 static void script_replies_are_checked_whole(void **state)
 {
     static const char *const names[] = {"requeue", "reap", "beat", "claim", "record", "due"};
@@ -343,6 +368,7 @@ int main(void)
         cmocka_unit_test(fetch_reply_is_read_whole),
         cmocka_unit_test(fetch_replies_that_make_no_sense_are_refused),
         cmocka_unit_test(script_replies_are_checked_whole),
+        cmocka_unit_test(time_replies_are_checked_before_use),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
