@@ -298,11 +298,21 @@ def test_handler_concurrency_limit_runs_its_tasks_in_waves(redis, start_qworker)
     q = start_qworker(redis.port, worker={"concurrency": 10}, handlers=[
         {"name": "nap", "type": "exec", "concurrency": 2, "command": ["/bin/sleep", "0.3"]}])
     q.wait_message("ready", 10)
-    pushed = push(redis, *[env(handler="nap")] * 6)
+    pushed = push(redis, *[env(handler="nap", id=f"nap-{i}") for i in range(6)])
     done = q.wait_completions(6, 10)
-    starts = sorted((started(e) - pushed) / 1e6 for e in done)
-    waves = [round(s / 0.3) for s in starts]
-    assert waves == [0, 0, 1, 1, 2, 2], f"start times {starts}"
+    assert sorted(e["QWORKER_TASK_ID"] for e in done) == [f"nap-{i}" for i in range(6)]
+    # Judged on the worker's own start and end of each task, not on windows of wall-clock time
+    # (a machine that stalls for a moment moves every wave, and proves nothing either way).
+    spans = sorted((started(e), started(e) + int(e["QWORKER_DURATION_MS"]) * 1000) for e in done)
+    ends = sorted(end for _, end in spans)
+    assert all(end - start >= 300_000 for start, end in spans), spans
+    assert spans[1][0] - pushed < 500_000 * SLOW, "the first two start at once"
+    for k in range(2, 6):
+        start = spans[k][0]
+        running = [s for s, end in spans[:k] if end > start + 1000]  # +1 ms: durations in ms
+        assert len(running) < 2, f"task {k} started with {len(running)} running: {spans}"
+        # ... and as soon as a slot frees: with the completion that freed it
+        assert abs(start - ends[k - 2]) < 50_000 * SLOW, f"task {k} idled: {spans}"
 
 
 def test_the_same_envelope_pushed_twice_runs_twice_through_the_schedule(redis, start_qworker):
