@@ -195,6 +195,16 @@ static void group_signal(struct exec_run *r, int sig)
                  strerror(errno));
 }
 
+/* Whether the child has ended (not reaped): its exit event is then on its way, and what it did
+ * stands; a timeout or a cancel that comes after it changes nothing. */
+static bool child_ended(const struct exec_run *r)
+{
+    siginfo_t info = {0};
+
+    return waitid(P_PID, (id_t)r->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           info.si_pid != 0;
+}
+
 static void on_child_exit(evutil_socket_t fd, short what, void *arg)
 {
     struct exec_run *r = arg;
@@ -203,11 +213,9 @@ static void on_child_exit(evutil_socket_t fd, short what, void *arg)
     enum outcome outcome;
     int status = 0;
 
-    siginfo_t info = {0};
-
     (void)fd;
     (void)what;
-    if (waitid(P_PID, (id_t)r->pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0)
+    if (!child_ended(r))
         return; /* not yet: the pidfd fires once it has exited */
     /* Whatever it left running in its group goes now, so that no task outlives its completion;
      * before the reaping, while the group's id cannot have been taken by another process.
@@ -263,6 +271,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (!r->killing && child_ended(r))
+        return; /* it made its time: the exit event decides */
     if (!r->cancelled)
         r->timed_out = true;
     kill_step(r);
@@ -503,7 +513,7 @@ static void exec_stop(struct loop *loop, struct task *t)
     struct exec_run *r = t->run;
 
     (void)loop;
-    if (r == NULL || r->cancelled)
+    if (r == NULL || r->cancelled || child_ended(r))
         return;
     r->cancelled = true; /* not retried, even if its time was up already */
     if (!r->killing)
