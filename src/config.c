@@ -502,6 +502,10 @@ static int parse_worker(struct parse *p, const config_setting_t *root, struct co
         return fail(p, config_setting_get_member(g, "id"), "'id' must not be empty");
     if (c->prefix[0] == '\0')
         return fail(p, config_setting_get_member(g, "prefix"), "'prefix' must not be empty");
+    /* Key names are built in fixed buffers (qworkerctl): a longer prefix would be cut short. */
+    if (strlen(c->prefix) > PREFIX_MAX)
+        return fail(p, config_setting_get_member(g, "prefix"),
+                    "'prefix' is longer than %d bytes", PREFIX_MAX);
     return 0;
 }
 

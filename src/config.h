@@ -10,6 +10,8 @@
 #include "log.h"
 
 #define CONFIG_EXIT_INVALID 78 /* EX_CONFIG, so that systemd's RestartPreventExitStatus=78 works */
+/* worker.prefix, at most: key names are built in fixed buffers. */
+#define PREFIX_MAX 128
 
 enum delivery { DELIVERY_AT_MOST_ONCE, DELIVERY_AT_LEAST_ONCE };
 enum handler_type { HANDLER_SLEEP, HANDLER_EXEC };

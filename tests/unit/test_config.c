@@ -178,6 +178,9 @@ static void errors_name_file_line_and_problem(void **state)
         {"worker = { shutdown_timeout = \"5\"; };", 1, "must be a number of seconds"},
         {"worker = { delivery = \"sometimes\"; };", 1, "'delivery' must be"},
         {"worker = { prefix = \"\"; };", 1, "'prefix' must not be empty"},
+        {"worker = { prefix = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"; };", 1,
+         "'prefix' is longer than 128 bytes"},
         {"redis = 5;", 1, "'redis' must be a group"},
         {"redis = { username = \"u\"; };", 1, "'username' needs a 'password' or a 'password_file'"},
         {"redis = { password = \"p\";\n password_file = \"/etc/hostname\"; };", 2,
