@@ -41,11 +41,14 @@ static const char *const sources[SCRIPT_COUNT] = {
     [SCRIPT_TICK] =
 #include "tick.lua.h"
     ,
+    [SCRIPT_UNSCHEDULE] =
+#include "unschedule.lua.h"
+    ,
 };
 
 static const char *const names[SCRIPT_COUNT] = {
     "fetch", "claim", "beat", "reap", "release", "due", "rescue", "requeue", "record",
-    "dead_move", "tick"};
+    "dead_move", "tick", "unschedule"};
 
 const char *script_name(enum script s)
 {

@@ -19,6 +19,7 @@ enum script {
     SCRIPT_RECORD,  /* acknowledge finished tasks, send them on, count them */
     SCRIPT_DEAD_MOVE, /* qworkerctl: one dead letter back to a queue, or away */
     SCRIPT_TICK,      /* push a schedule's tick, once fleet-wide */
+    SCRIPT_UNSCHEDULE, /* qworkerctl cancel: one member out of the schedule, counted */
     SCRIPT_COUNT
 };
 

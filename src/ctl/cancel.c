@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "scripts.h"
 #include "wire.h"
 
 #define CHUNK "1000"
@@ -43,6 +44,30 @@ static char *match_of(const char *id)
     return asprintf(&m, "*%s*", id) < 0 ? NULL : m;
 }
 
+/* One member out of the schedule, counted as cancelled, in one step (unschedule.lua): only
+ * the caller that removes it counts it, so two operators never count one twice. 1 if removed,
+ * 0 if gone already, -1 (said). */
+static int unschedule_member(struct ctl *c, const redisReply *m, const char *queue)
+{
+    char schedule[256], stats[256];
+    const char *keys[] = {schedule, stats}, *args[] = {m->str, queue};
+    size_t arglens[] = {m->len, strlen(queue)};
+    redisReply *r;
+    int rc;
+
+    snprintf(schedule, sizeof(schedule), "%s:schedule", c->conf->prefix);
+    snprintf(stats, sizeof(stats), "%s:stats", c->conf->prefix);
+    r = script_run(&c->rc, SCRIPT_UNSCHEDULE, 2, keys, NULL, 2, args, arglens);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer < 0 || r->integer > 1) {
+        ctl_redis_failed(c, "cancel (unschedule)", r);
+        freeReplyObject(r);
+        return -1;
+    }
+    rc = (int)r->integer;
+    freeReplyObject(r);
+    return rc;
+}
+
 /* Removes the tasks of that id from the schedule; how many, or -1 (said). */
 static long unschedule(struct ctl *c, const char *id)
 {
@@ -67,19 +92,17 @@ static long unschedule(struct ctl *c, const char *id)
         for (size_t i = 0; i + 1 < r->element[1]->elements; i += 2) {
             const redisReply *m = r->element[1]->element[i];
             char *queue = NULL;
-            redisReply *z;
+            int z;
             if (m->type != REDIS_REPLY_STRING || !scheduled_as(m, id, &queue))
                 continue;
-            /* Only the one that removes it counts it: two operators never count one twice. */
-            z = ctl_command(c, "ZREM %s:schedule %b", c->conf->prefix, m->str, m->len);
-            if (z != NULL && z->type == REDIS_REPLY_INTEGER && z->integer == 1) {
-                removed++;
-                freeReplyObject(ctl_command(c, "HINCRBY %s:stats cancelled 1", c->conf->prefix));
-                freeReplyObject(ctl_command(c, "HINCRBY %s:stats queue:%s:cancelled 1",
-                                            c->conf->prefix, queue));
-            }
-            freeReplyObject(z);
+            z = unschedule_member(c, m, queue);
             free(queue);
+            if (z < 0) {
+                freeReplyObject(r);
+                free(match);
+                return -1;
+            }
+            removed += z;
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);

@@ -353,3 +353,23 @@ def test_fetch_refuses_a_bucket_the_acl_keeps_from_it_before_anything_moves(redi
                 *fetch_args(2, limits=limits(5, 5)))
     assert redis("LRANGE", "queue", 0, -1) == [b"2", b"1"]
     assert redis("HLEN", "qworker:inflight:w") == 0
+
+
+UNSCHEDULE_KEYS = ["qworker:schedule", "qworker:stats"]
+
+
+def test_unschedule_removes_and_counts_a_member_once(redis):
+    redis("ZADD", "qworker:schedule", 1, "m1", 2, "m2")
+    assert run(redis, "unschedule", UNSCHEDULE_KEYS, ["m1", "q"]) == 1
+    assert run(redis, "unschedule", UNSCHEDULE_KEYS, ["m1", "q"]) == 0  # a second operator
+    assert redis("ZRANGE", "qworker:schedule", 0, -1) == [b"m2"]
+    assert redis("HGETALL", "qworker:stats") == [b"cancelled", b"1", b"queue:q:cancelled", b"1"]
+
+
+def test_unschedule_removes_nothing_it_could_not_count(redis):
+    # Lua does not roll back: a stats key of the wrong type refuses the call before the ZREM.
+    redis("ZADD", "qworker:schedule", 1, "m1")
+    redis("SET", "qworker:stats", "x")
+    with pytest.raises(RuntimeError, match="^WRONGTYPE qworker:stats is a string"):
+        run(redis, "unschedule", UNSCHEDULE_KEYS, ["m1", "q"])
+    assert redis("ZRANGE", "qworker:schedule", 0, -1) == [b"m1"]
