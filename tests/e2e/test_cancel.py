@@ -4,6 +4,7 @@ and is remembered for a task no worker holds yet: one pushed after the cancel ne
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -148,3 +149,49 @@ def test_cancels_reach_a_worker_under_the_readme_s_acl_user(redis, start_qworker
     wait_for(lambda: any("task acl-late cancelled" in m and "while it ran" in m
                          for m in q.messages()), 10, "acl-late stopped")
     assert not loud_lines(q), loud_lines(q)  # nothing refused: no warning
+
+
+def test_a_cancel_during_a_timeout_s_grace_ends_it_cancelled_and_not_retried(
+        redis, start_qworker, workdir):
+    # Its timeout sends SIGTERM, which the shell notes and outlives; the cancel that comes within
+    # kill_grace decides the outcome: cancelled, never the retry a timeout earns.
+    grace = 2.0
+    stubborn = {"name": "stubborn", "type": "exec", "timeout": 1, "kill_grace": grace,
+                "max_attempts": 3,
+                "command": ["/bin/sh", "-c", "trap 'echo termed' TERM; while :; do sleep 1; done"]}
+    q = start_qworker(redis.port, handlers=[stubborn], queues=QUEUES)
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, handlers=[stubborn],
+                        queues=QUEUES)
+    q.wait_message("ready", 10)
+    push(redis, json.dumps({"id": "slow-1", "handler": "stubborn", "args": []}))
+    wait_for(lambda: q.journal(QWORKER_TASK_ID="slow-1", QWORKER_STREAM="stdout"), 10 * SLOW,
+             "its timeout's SIGTERM")
+    assert outcome_of(q, "slow-1") is None, "it outlives SIGTERM until the grace ends"
+    assert ctl(conf, "cancel", "slow-1")[0] == 0
+    done = wait_for(lambda: outcome_of(q, "slow-1"), grace + 5 * SLOW, "the completion")
+    assert done["QWORKER_OUTCOME"] == "cancelled", done["MESSAGE"]
+    s = stats(redis)
+    assert s["cancelled"] == 1 and s.get("retried", 0) == 0, s
+    assert redis("ZCARD", "qworker:schedule") == 0 and redis("LLEN", "queue") == 0
+
+
+def test_a_cancel_during_a_drain_stops_the_task_and_lets_the_worker_exit(redis, start_qworker,
+                                                                        workdir):
+    # A stop waits up to shutdown_timeout (60 s) for running tasks; a cancel of the one still
+    # running ends it, and with it the wait. It is not put back.
+    q = start_qworker(redis.port, queues=QUEUES, worker={"shutdown_timeout": 60})
+    conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, queues=QUEUES)
+    q.wait_message("ready", 10)
+    push(redis, json.dumps({"id": "long-1", "handler": "sleep", "args": 600}))
+    wait_for(lambda: redis("LLEN", "queue") == 0, 10, "long-1 taken")
+    q.signal(signal.SIGTERM)
+    q.wait_message("shutdown: letting 1 running task(s) finish", 10)
+    t0 = time.monotonic()
+    assert ctl(conf, "cancel", "long-1")[0] == 0
+    assert q.wait_exit(10) == 0
+    print(f"\nthe draining worker exited {time.monotonic() - t0:.2f} s after the cancel")
+    done = outcome_of(q, "long-1")
+    assert done is not None and done["QWORKER_OUTCOME"] == "cancelled", done
+    assert stats(redis)["cancelled"] == 1
+    assert redis("LLEN", "queue") == 0 and redis("ZCARD", "qworker:schedule") == 0
+    assert all(redis("HLEN", k) == 0 for k in redis("KEYS", "qworker:inflight:*"))
