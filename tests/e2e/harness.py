@@ -363,6 +363,14 @@ class Qworker:
             return self.stderr_text().splitlines()
         return [e.get("MESSAGE", "") for e in self.journal()]
 
+    def wait_state(self, text, timeout):
+        """Asks for its state line (SIGUSR1) until one holds text, e.g. "1 running, 0 waiting":
+        a task out of its queue may still be on its way to the loop, not running yet."""
+        def state():
+            self.signal(signal.SIGUSR1)
+            return [m for m in self.messages() if "state: " in m and text in m]
+        return wait_for(state, timeout, f"a state line with {text!r}", interval=0.2)
+
     def wait_message(self, text, timeout):
         """Its first log lines holding text: journal entries, or text lines on stderr."""
         if self.log_target == "stderr":

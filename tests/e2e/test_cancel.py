@@ -183,7 +183,7 @@ def test_a_cancel_during_a_drain_stops_the_task_and_lets_the_worker_exit(redis, 
     conf = write_config(os.path.join(workdir, "ctl.conf"), redis.port, queues=QUEUES)
     q.wait_message("ready", 10)
     push(redis, json.dumps({"id": "long-1", "handler": "sleep", "args": 600}))
-    wait_for(lambda: redis("LLEN", "queue") == 0, 10, "long-1 taken")
+    q.wait_state("1 running, 0 waiting", 10)  # running, not only out of its queue
     q.signal(signal.SIGTERM)
     q.wait_message("shutdown: letting 1 running task(s) finish", 10)
     t0 = time.monotonic()

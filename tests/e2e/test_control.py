@@ -18,12 +18,7 @@ def test_sighup_switches_queues_and_handlers_without_touching_running_tasks(redi
     push(redis, "3", queue="a")
     # Running, not only out of its queue: a fetch whose reply was not read yet when the reload
     # closes its connection puts the task back, in a queue no longer served.
-    running = "state: running; 1 running, 0 waiting"
-
-    def state():
-        q.signal(signal.SIGUSR1)
-        return [e for e in q.journal() if running in e.get("MESSAGE", "")]
-    wait_for(state, 5, f"a state line saying {running!r}", interval=0.2)
+    q.wait_state("state: running; 1 running, 0 waiting", 5)
     write_config(q.config, redis.port, worker={"concurrency": 5},
                  queues=[{"name": "b", "handler": "echo"}],
                  handlers=[{"name": "echo", "type": "exec", "command": ["/bin/echo"]}])
