@@ -276,10 +276,13 @@ def spawn_ceiling():
     return float(out.strip() or 0)
 
 
-def exec_true(b):
+def exec_true(b, network=False):
+    """network = false (the default) runs each task through qworker-run, which denies it
+    sockets; true spawns /bin/true directly: the difference is what that step costs."""
     q = b.worker(worker={"concurrency": 64, "id": "bench"},
                  log={"target": "stderr", "level": "notice"},
-                 handlers=[{"name": "true", "type": "exec", "command": ["/bin/true"]}],
+                 handlers=[{"name": "true", "type": "exec", "command": ["/bin/true"],
+                            "network": network}],
                  queues=[{"name": "queue", "handler": "true"}])
     try:
         t0 = time.monotonic()
@@ -357,7 +360,9 @@ def write_markdown(piped, plain, started):
               "- exec: 10,000 tasks of `/bin/true` (concurrency 64) from the first push to the "
               "last success; then `ps --ppid` for zombies. The ceiling beside it is "
               "`build/spawn_ceiling`: one process per core doing nothing but posix_spawn and "
-              "waitpid of /bin/true.", ""]
+              "waitpid of /bin/true. With the default `network = false` each task goes through "
+              "qworker-run, a second exec that denies it sockets; the last figure, with "
+              "`network = true`, spawns `/bin/true` directly: the difference is that step.", ""]
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
 
@@ -418,10 +423,12 @@ def main():
                 note=f"(one Redis + one qworker, same run: {one:,.0f}/s; x{two / one:.2f})")
             ceiling = spawn_ceiling()
             rate, zombies = exec_true(b)
+            direct, _ = exec_true(b, network=True)
             row(f"exec /bin/true x {N_EXEC:,}", f"{rate:,.0f}", "tasks/s", ">= 2,000/s, no zombie",
                 rate >= 2000 and zombies == 0,
                 note=f"({zombies} zombies; this machine's own ceiling, a bare posix_spawn loop "
-                     f"per core: {ceiling:,.0f}/s, so {rate / ceiling:.0%} of it)")
+                     f"per core: {ceiling:,.0f}/s, so {rate / ceiling:.0%} of it; with "
+                     f"network = true, no qworker-run step: {direct:,.0f}/s)")
         finally:
             b.redis.stop()
             journald.stop()
