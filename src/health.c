@@ -6,7 +6,7 @@
 
 static atomic_int period_ms = 1000;
 static _Atomic int64_t last_beat_us[THREAD_COUNT];
-static const char *const names[THREAD_COUNT] = {"consumer", "loop", "reporter"};
+static const char *const names[THREAD_COUNT] = {"consumer", "loop", "reporter", "heartbeat"};
 
 void health_set_period_ms(int ms)
 {

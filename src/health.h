@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum worker_thread { THREAD_CONSUMER, THREAD_LOOP, THREAD_REPORTER, THREAD_COUNT };
+enum worker_thread { THREAD_CONSUMER, THREAD_LOOP, THREAD_REPORTER, THREAD_BEAT, THREAD_COUNT };
 
 void health_set_period_ms(int ms);
 /* How long a thread may wait before it beats again. */

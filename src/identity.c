@@ -345,7 +345,7 @@ static void reap(struct identity *id, struct rconn *rc)
             more = more || (left > 0 && moved > 0);
         }
         freeReplyObject(reply);
-        health_beat(THREAD_REPORTER);
+        health_beat(THREAD_BEAT);
     }
 }
 

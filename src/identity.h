@@ -43,7 +43,8 @@ enum claim_result { CLAIM_OK, CLAIM_IN_USE, CLAIM_STOPPED, CLAIM_UNSUPPORTED };
  * left in flight. */
 enum claim_result identity_claim(struct identity *id, struct rconn *rc, const sigset_t *stop);
 
-/* Refreshes the heartbeat, then reaps dead workers. Returns 0, or -1 if the connection was lost. */
+/* The heartbeat thread only (beat.c): refreshes the heartbeat, then reaps dead workers. Returns
+ * 0, or -1 if the connection was lost. */
 int identity_beat(struct identity *id, struct rconn *rc, long inflight);
 /* Milliseconds between heartbeats: a third of the TTL, so that two may be missed. */
 int identity_beat_interval_ms(const struct identity *id);

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "base64.h"
+#include "beat.h"
 #include "capacity.h"
 #include "clock.h"
 #include "health.h"
@@ -72,7 +73,7 @@ struct reporter {
     struct identity *id;
     struct capacity *cap;
     struct loop *loop; /* its running count goes in the heartbeat */
-    int64_t next_beat_us;
+    struct beat beat;  /* the heartbeat's thread, started and stopped with this one */
     uint64_t master_gen; /* Sentinel: the master whose in-flight hash was last reconciled */
 
     struct periodic *periodic; /* schedules: ticks pushed from this thread */
@@ -390,13 +391,13 @@ static void take(struct reporter *rp, struct task *batch)
     }
 }
 
-/* Milliseconds the loop may wait for completions: until the next heartbeat or schedule check,
+/* Milliseconds the loop may wait for completions: until the next schedule check,
  * or the next connection attempt while something waits to be recorded. While Redis is away,
  * nothing that needs it can happen before the next connection attempt: waiting less would spin. */
 static int wait_ms(struct reporter *rp)
 {
     int64_t now = clock_mono_us();
-    int64_t wake = rp->next_beat_us < rp->next_due_us ? rp->next_beat_us : rp->next_due_us;
+    int64_t wake = rp->next_due_us;
     int64_t ms;
 
     bool waiting = rp->npending > 0 || rp->sending != NULL;
@@ -521,25 +522,12 @@ static void reconcile_if_moved(struct reporter *rp)
     rp->master_gen = rp->rc.gen;
 }
 
-static void beat_if_due(struct reporter *rp)
-{
-    if (clock_mono_us() < rp->next_beat_us || rconn_try(&rp->rc) < 0)
-        return;
-    size_t running = 0, waiting = 0;
-
-    if (rp->loop != NULL)
-        loop_counts(rp->loop, &running, &waiting);
-    if (identity_beat(rp->id, &rp->rc, (long)running) == 0)
-        rp->next_beat_us = clock_mono_us() + (int64_t)identity_beat_interval_ms(rp->id) * 1000;
-}
-
 static void *reporter_main(void *arg)
 {
     struct reporter *rp = arg;
     int64_t give_up_us = 0;
     bool closed = false;
 
-    rp->next_beat_us = clock_mono_us() + (int64_t)identity_beat_interval_ms(rp->id) * 1000;
     for (;;) {
         int timeout = wait_ms(rp);
         struct task *batch;
@@ -564,7 +552,6 @@ static void *reporter_main(void *arg)
                clock_mono_us() >= rp->next_record_us && rconn_try(&rp->rc) == 0 &&
                record_pending(rp) == 0)
             ; /* a batch sent, then what came while it was refused */
-        beat_if_due(rp);
         move_due_if_due(rp);
         if (!closed && periodic_wait_ms(rp->periodic) == 0 && rconn_try(&rp->rc) == 0)
             periodic_run(rp->periodic, &rp->rc);
@@ -581,6 +568,7 @@ static void *reporter_main(void *arg)
             break;
         }
     }
+    beat_stop(&rp->beat); /* the id is released only once nothing refreshes it */
     identity_release(rp->id, &rp->rc);
     rconn_close(&rp->rc);
     return NULL;
@@ -588,8 +576,12 @@ static void *reporter_main(void *arg)
 
 int reporter_start(struct reporter *rp)
 {
-    if (pthread_create(&rp->thread, NULL, reporter_main, rp) != 0)
+    if (beat_start(&rp->beat, rp->conf, rp->id, rp->loop) < 0)
         return -1;
+    if (pthread_create(&rp->thread, NULL, reporter_main, rp) != 0) {
+        beat_stop(&rp->beat);
+        return -1;
+    }
     pthread_setname_np(rp->thread, "qw-reporter"); /* for top -H, ps -L, gdb */
     return 0;
 }

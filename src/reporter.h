@@ -14,7 +14,7 @@ struct taskq;
 struct capacity;
 struct identity;
 
-/* The reporter also keeps the worker's heartbeat and runs the reaper. */
+/* The reporter starts and stops the heartbeat's thread (beat.h), which also runs the reaper. */
 struct reporter *reporter_new(const struct config *conf, struct identity *id, struct capacity *cap);
 void reporter_free(struct reporter *rp);
 struct loop;

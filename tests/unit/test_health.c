@@ -22,10 +22,14 @@ static void every_thread_must_beat(void **state)
     assert_false(health_all_fresh(1000000, &stale));
     assert_string_equal(stale, "reporter");
     health_beat(THREAD_REPORTER);
+    assert_false(health_all_fresh(1000000, &stale));
+    assert_string_equal(stale, "heartbeat");
+    health_beat(THREAD_BEAT);
     assert_true(health_all_fresh(1000000, &stale));
     nanosleep(&ms20, NULL);
     health_beat(THREAD_CONSUMER);
     health_beat(THREAD_REPORTER);
+    health_beat(THREAD_BEAT);
     /* The loop hangs: 20 ms without a beat is too long for a 10 ms limit. */
     assert_false(health_all_fresh(10000, &stale));
     assert_string_equal(stale, "loop");
