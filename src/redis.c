@@ -27,32 +27,40 @@ static int64_t outage_start_us;
 static void outage_begin(struct rconn *r, const char *why)
 {
     char addr[300];
+    bool first;
 
     if (r->down || r->observer)
         return;
     r->down = true;
     pthread_mutex_lock(&outage_mu);
-    if (outage_conns++ == 0) {
+    first = outage_conns++ == 0;
+    if (first)
         outage_start_us = clock_mono_us();
+    pthread_mutex_unlock(&outage_mu);
+    /* Said outside the lock: a journald that stopped reading blocks the caller, and must not
+     * block the other connections' threads (the heartbeat's) on the lock as well. */
+    if (first)
         log_warn("redis %s unreachable (%s: %s); retrying, tasks in progress keep running",
                  redis_addr(r->conf, addr, sizeof(addr)), r->role, why);
-    }
-    pthread_mutex_unlock(&outage_mu);
 }
 
 /* quiet: the connection is closed, not back: it leaves the outage without saying it ended. */
 static void outage_end(struct rconn *r, bool quiet)
 {
     char addr[300];
+    int64_t lasted_us;
+    bool last;
 
     if (!r->down)
         return;
     r->down = false;
     pthread_mutex_lock(&outage_mu);
-    if (--outage_conns == 0 && !quiet)
-        log_notice("redis %s reachable again after %.1f s", redis_addr(r->conf, addr, sizeof(addr)),
-                   (double)(clock_mono_us() - outage_start_us) / 1e6);
+    last = --outage_conns == 0;
+    lasted_us = clock_mono_us() - outage_start_us;
     pthread_mutex_unlock(&outage_mu);
+    if (last && !quiet)
+        log_notice("redis %s reachable again after %.1f s", redis_addr(r->conf, addr, sizeof(addr)),
+                   (double)lasted_us / 1e6);
 }
 
 const char *redis_addr(const struct redis_conf *conf, char *buf, size_t len)
