@@ -46,7 +46,7 @@ static char *match_of(const char *id)
 
 /* One member out of the schedule, counted as cancelled, in one step (unschedule.lua): only
  * the caller that removes it counts it, so two operators never count one twice. 1 if removed,
- * 0 if gone already, -1 (said). */
+ * 0 if gone already, or minus the exit status (said). */
 static int unschedule_member(struct ctl *c, const redisReply *m, const char *queue)
 {
     char schedule[256], stats[256];
@@ -59,16 +59,16 @@ static int unschedule_member(struct ctl *c, const redisReply *m, const char *que
     snprintf(stats, sizeof(stats), "%s:stats", c->conf->prefix);
     r = script_run(&c->rc, SCRIPT_UNSCHEDULE, 2, keys, NULL, 2, args, arglens);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer < 0 || r->integer > 1) {
-        ctl_redis_failed(c, "cancel (unschedule)", r);
+        rc = -ctl_redis_failed(c, "cancel (unschedule)", r);
         freeReplyObject(r);
-        return -1;
+        return rc;
     }
     rc = (int)r->integer;
     freeReplyObject(r);
     return rc;
 }
 
-/* Removes the tasks of that id from the schedule; how many, or -1 (said). */
+/* Removes the tasks of that id from the schedule; how many, or minus the exit status (said). */
 static long unschedule(struct ctl *c, const char *id)
 {
     char *match = match_of(id), cursor[32] = "0";
@@ -83,10 +83,10 @@ static long unschedule(struct ctl *c, const char *id)
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[1]->type != REDIS_REPLY_ARRAY) {
-            ctl_redis_failed(c, "ZSCAN", r);
+            long rc = -ctl_redis_failed(c, "ZSCAN", r);
             freeReplyObject(r);
             free(match);
-            return -1;
+            return rc;
         }
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
         for (size_t i = 0; i + 1 < r->element[1]->elements; i += 2) {
@@ -100,7 +100,7 @@ static long unschedule(struct ctl *c, const char *id)
             if (z < 0) {
                 freeReplyObject(r);
                 free(match);
-                return -1;
+                return z;
             }
             removed += z;
         }
@@ -132,7 +132,7 @@ static int cancel_one(struct ctl *c, const char *id, long long until_ms, json_t 
     }
     if ((removed = unschedule(c, id)) < 0) {
         freeReplyObject(p);
-        return CTL_FAILED;
+        return (int)-removed;
     }
     if (c->json) {
         json_array_append_new(out, json_pack("{s:s, s:I, s:i, s:f}", "id", id,

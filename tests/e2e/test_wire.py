@@ -373,3 +373,11 @@ def test_unschedule_removes_nothing_it_could_not_count(redis):
     with pytest.raises(RuntimeError, match="^WRONGTYPE qworker:stats is a string"):
         run(redis, "unschedule", UNSCHEDULE_KEYS, ["m1", "q"])
     assert redis("ZRANGE", "qworker:schedule", 0, -1) == [b"m1"]
+
+
+def test_unschedule_removes_nothing_when_a_count_is_not_a_number(redis):
+    redis("ZADD", "qworker:schedule", 1, "m1")
+    redis("HSET", "qworker:stats", "queue:q:cancelled", "many")
+    with pytest.raises(RuntimeError, match="^NOTANINTEGER qworker:stats queue:q:cancelled"):
+        run(redis, "unschedule", UNSCHEDULE_KEYS, ["m1", "q"])
+    assert redis("ZRANGE", "qworker:schedule", 0, -1) == [b"m1"]
