@@ -67,6 +67,8 @@ int beat_start(struct beat *b, const struct config *conf, struct identity *id, s
     (void)rconn_try(&b->rc);
     if (pthread_create(&b->thread, NULL, beat_main, b) != 0) {
         rconn_close(&b->rc);
+        pthread_mutex_destroy(&b->mu);
+        pthread_cond_destroy(&b->cond);
         return -1;
     }
     pthread_setname_np(b->thread, "qw-beat"); /* for top -H, ps -L, gdb */

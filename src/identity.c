@@ -306,7 +306,7 @@ static bool seen_before(char seen[][128], int *n, int cap, const char *name)
 }
 
 /* Puts back the in-flight tasks of workers whose heartbeat expired, a chunk per round trip until
- * none is left, with one line per worker. Runs on the reporter thread, whose progress it is. */
+ * none is left, with one line per worker. Runs on the heartbeat thread, whose progress it is. */
 static void reap(struct identity *id, struct rconn *rc)
 {
     const char *keys[] = {id->workers_key, id->dead_key};

@@ -155,7 +155,7 @@ def test_a_cancel_during_a_timeout_s_grace_ends_it_cancelled_and_not_retried(
         redis, start_qworker, workdir):
     # Its timeout sends SIGTERM, which the shell notes and outlives; the cancel that comes within
     # kill_grace decides the outcome: cancelled, never the retry a timeout earns.
-    grace = 2.0
+    grace = 2.0 * SLOW  # the cancel must come within it: journal, qworkerctl, PUBLISH
     stubborn = {"name": "stubborn", "type": "exec", "timeout": 1, "kill_grace": grace,
                 "max_attempts": 3,
                 "command": ["/bin/sh", "-c", "trap 'echo termed' TERM; while :; do sleep 1; done"]}

@@ -189,7 +189,8 @@ def test_100000_tasks_in_flight_at_once(redis, start_qworker):
     assert_all_stores_empty(redis)
 
 
-@pytest.mark.parametrize("victim", ["qworker-consumer", "qworker-reporter", "qworker-waiter"])
+@pytest.mark.parametrize("victim", ["qworker-consumer", "qworker-reporter", "qworker-waiter",
+                                    "qworker-heartbeat"])
 def test_client_kill_of_any_connection_loses_nothing(redis, start_qworker, victim):
     q = start_qworker(redis.port, log=TEXT, worker={"concurrency": 20})
     q.wait_message("ready", 10)
@@ -205,6 +206,8 @@ def test_client_kill_of_any_connection_loses_nothing(redis, start_qworker, victi
     for cid in victims:
         redis("CLIENT", "KILL", "ID", cid)
     wait_all_ran([q], ids, 30)
+    if victim == "qworker-heartbeat":  # connected again at its next beat (a third of the TTL)
+        wait_for(lambda: set(victim_ids()) - set(victims), 15, "the heartbeat's new connection")
     wait_for(lambda: inflight_keys(redis) == [], 5, "the last acks")
     assert q.proc.poll() is None
     assert q.stop() == 0
