@@ -1,7 +1,7 @@
 /* This worker's identity in Redis: its id, heartbeat key (with a TTL) and registry entry. The id
- * is claimed at start (refusing if a live process holds it), kept alive by the heartbeat
- * thread (beat.c), and given back at a clean exit. The heartbeat also drives the reaper, which requeues
- * the in-flight tasks of workers whose heartbeat expired. */
+ * is claimed at start (refusing if a live process holds it), kept alive by the heartbeat thread
+ * (beat.c), and given back at a clean exit. The heartbeat also drives the reaper, which
+ * requeues the in-flight tasks of workers whose heartbeat expired. */
 #ifndef QWORKER_IDENTITY_H
 #define QWORKER_IDENTITY_H
 

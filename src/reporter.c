@@ -72,7 +72,7 @@ struct reporter {
 
     struct identity *id;
     struct capacity *cap;
-    struct loop *loop; /* its running count goes in the heartbeat */
+    struct loop *loop; /* handed to the heartbeat thread, which counts its running tasks */
     struct beat beat;  /* the heartbeat's thread, started and stopped with this one */
     uint64_t master_gen; /* Sentinel: the master whose in-flight hash was last reconciled */
 
